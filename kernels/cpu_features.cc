@@ -1,0 +1,86 @@
+#include "kernels/cpu_features.h"
+
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+namespace tessera::kernels {
+namespace {
+
+CpuFeatures Detect() {
+  CpuFeatures f;
+#if defined(__x86_64__)
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return f;
+  const bool osxsave = (ecx >> 27) & 1;
+  const bool fma = (ecx >> 12) & 1;
+  const bool f16c = (ecx >> 29) & 1;
+  uint64_t xcr0 = 0;
+  if (osxsave) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    xcr0 = (static_cast<uint64_t>(hi) << 32) | lo;
+  }
+  const bool ymm = (xcr0 & 0x6) == 0x6;
+  const bool zmm = ymm && (xcr0 & 0xe0) == 0xe0;
+  const bool amx_state = (xcr0 & 0x60000) == 0x60000;
+  f.fma = fma && ymm;
+  f.f16c = f16c && ymm;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
+    f.avx2 = ((ebx >> 5) & 1) && ymm;
+    f.avx512f = ((ebx >> 16) & 1) && zmm;
+    f.avx512dq = ((ebx >> 17) & 1) && zmm;
+    f.avx512bw = ((ebx >> 30) & 1) && zmm;
+    f.avx512vl = ((ebx >> 31) & 1) && zmm;
+    f.avx512_vnni = ((ecx >> 11) & 1) && zmm;
+    f.amx_bf16 = ((edx >> 22) & 1) && amx_state;
+    f.amx_tile = ((edx >> 24) & 1) && amx_state;
+  }
+  if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) {
+    f.avx512_bf16 = ((eax >> 5) & 1) && zmm;
+  }
+#endif
+  if (const char* cap = std::getenv("TESSERA_CPU_ISA")) {
+    const std::string_view isa(cap);
+    if (isa == "avx2" || isa == "scalar") {
+      f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = false;
+      f.avx512_vnni = f.avx512_bf16 = f.amx_tile = f.amx_bf16 = false;
+    }
+    if (isa == "scalar") f.avx2 = f.fma = f.f16c = false;
+  }
+  return f;
+}
+
+}  // namespace
+
+std::string CpuFeatures::ToString() const {
+  std::string s;
+  auto add = [&s](bool on, const char* name) {
+    if (!on) return;
+    if (!s.empty()) s += ' ';
+    s += name;
+  };
+  add(avx512f, "avx512f");
+  add(avx512bw, "avx512bw");
+  add(avx512vl, "avx512vl");
+  add(avx512dq, "avx512dq");
+  add(avx512_vnni, "avx512_vnni");
+  add(avx512_bf16, "avx512_bf16");
+  add(amx_tile, "amx_tile");
+  add(amx_bf16, "amx_bf16");
+  add(avx2, "avx2");
+  add(fma, "fma");
+  add(f16c, "f16c");
+  return s.empty() ? "none (scalar)" : s;
+}
+
+const CpuFeatures& GetCpuFeatures() {
+  static const CpuFeatures features = Detect();
+  return features;
+}
+
+}  // namespace tessera::kernels

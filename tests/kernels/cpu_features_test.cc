@@ -1,0 +1,18 @@
+#include "kernels/cpu_features.h"
+
+#include "gtest/gtest.h"
+
+namespace tessera::kernels {
+namespace {
+
+TEST(CpuFeaturesTest, ConsistentImplications) {
+  const CpuFeatures& f = GetCpuFeatures();
+  // AVX-512 BF16 and VNNI are extensions of AVX-512F.
+  if (f.avx512_bf16 || f.avx512_vnni) {
+    EXPECT_TRUE(f.avx512f);
+  }
+  EXPECT_FALSE(f.ToString().empty());
+}
+
+}  // namespace
+}  // namespace tessera::kernels
