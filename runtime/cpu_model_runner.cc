@@ -335,6 +335,7 @@ class CpuModelRunner final : public ModelRunner {
   std::vector<Tensor> k_cache_, v_cache_;
   // Step workspace.
   int64_t total_tokens_ = 0, num_seqs_ = 0;
+  std::vector<int32_t> history_;
   std::vector<int32_t> tokens_, positions_, slots_, query_start_, context_len_, block_tables_;
   std::vector<int64_t> sample_rows_;
   std::vector<float> x_, h_, delta_, q_, k_, v_, attn_, gate_, up_, logits_;
@@ -343,6 +344,37 @@ class CpuModelRunner final : public ModelRunner {
   std::vector<int32_t> expert_ids_, expert_rows_, inverse_;
   std::vector<int64_t> expert_offsets_, cursor_;
 };
+
+absl::Status CpuModelRunner::SampleOne(const StepSequence& seq, float* logits, StepOutput* out) {
+  const SamplingParams& p = *seq.sampling;
+  kernels::SamplingOptions so;
+  so.temperature = p.temperature;
+  so.top_k = p.top_k;
+  so.top_p = p.top_p;
+  so.min_p = p.min_p;
+  so.repetition_penalty = p.repetition_penalty;
+  so.presence_penalty = p.presence_penalty;
+  so.frequency_penalty = p.frequency_penalty;
+  so.logprobs = p.logprobs >= 0;
+  so.top_logprobs = std::max(0, p.logprobs);
+  // The repetition penalty covers prompt + output; the sampler takes one history span,
+  // so the two are concatenated into reusable scratch only when the penalty is on.
+  absl::Span<const int32_t> history;
+  if (p.repetition_penalty != 1.0f) {
+    history_.clear();
+    history_.insert(history_.end(), seq.prompt_tokens.begin(), seq.prompt_tokens.end());
+    history_.insert(history_.end(), seq.output_tokens.begin(), seq.output_tokens.end());
+    history = history_;
+  }
+  uint64_t local_state = 0;
+  uint64_t* rng = seq.rng_state != nullptr ? seq.rng_state : &local_state;
+  const kernels::SampleResult r = sampler_.Sample(logits, so, history, seq.output_tokens, rng);
+  out->token = r.token;
+  out->logprob = r.logprob;
+  out->top_logprobs.clear();
+  for (const kernels::TokenLogprob& t : r.top) out->top_logprobs.emplace_back(t.token, t.logprob);
+  return absl::OkStatus();
+}
 
 }  // namespace
 
