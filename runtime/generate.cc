@@ -9,22 +9,26 @@
 
 namespace tessera {
 
-absl::StatusOr<GenerateStats> Generate(ModelRunner& runner, absl::Span<const int32_t> prompt,
-                                       const GenerateOptions& options,
-                                       const std::function<void(int32_t)>& on_token) {
+absl::StatusOr<GenerateStats> Generate(
+    ModelRunner& runner, absl::Span<const int32_t> prompt,
+    const GenerateOptions& options,
+    const std::function<void(int32_t)>& on_token) {
   using Clock = std::chrono::steady_clock;
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
-  const int64_t total = static_cast<int64_t>(prompt.size()) + options.max_tokens;
-  const int64_t blocks = (total + runner.block_size() - 1) / runner.block_size();
+  const int64_t total =
+      static_cast<int64_t>(prompt.size()) + options.max_tokens;
+  const int64_t blocks =
+      (total + runner.block_size() - 1) / runner.block_size();
   if (blocks > runner.num_kv_blocks()) {
     return absl::ResourceExhaustedError(fmt::format(
-        "{} prompt + {} new tokens need {} KV blocks; the cache has {}", prompt.size(),
-        options.max_tokens, blocks, runner.num_kv_blocks()));
+        "{} prompt + {} new tokens need {} KV blocks; the cache has {}",
+        prompt.size(), options.max_tokens, blocks, runner.num_kv_blocks()));
   }
   if (total > runner.config().max_position_embeddings) {
     return absl::InvalidArgumentError(fmt::format(
-        "{} prompt + {} new tokens exceed the model's context of {}", prompt.size(),
-        options.max_tokens, runner.config().max_position_embeddings));
+        "{} prompt + {} new tokens exceed the model's context of {}",
+        prompt.size(), options.max_tokens,
+        runner.config().max_position_embeddings));
   }
   std::vector<int32_t> block_table(blocks);
   std::iota(block_table.begin(), block_table.end(), 0);
@@ -32,7 +36,8 @@ absl::StatusOr<GenerateStats> Generate(ModelRunner& runner, absl::Span<const int
   output.reserve(options.max_tokens);
   std::vector<StepOutput> step_out;
   step_out.reserve(1);
-  uint64_t rng_state = options.sampling.has_seed ? options.sampling.seed : 0x5eed;
+  uint64_t rng_state =
+      options.sampling.has_seed ? options.sampling.seed : 0x5eed;
 
   GenerateStats stats;
   stats.prompt_tokens = static_cast<int64_t>(prompt.size());
@@ -49,7 +54,8 @@ absl::StatusOr<GenerateStats> Generate(ModelRunner& runner, absl::Span<const int
     seq.output_tokens = output;
     seq.rng_state = &rng_state;
     if (done < stats.prompt_tokens) {
-      const int64_t n = std::min(options.prefill_chunk, stats.prompt_tokens - done);
+      const int64_t n =
+          std::min(options.prefill_chunk, stats.prompt_tokens - done);
       seq.tokens = prompt.subspan(done, n);
       seq.num_computed = done;
       seq.sample = done + n == stats.prompt_tokens;
@@ -74,8 +80,10 @@ absl::StatusOr<GenerateStats> Generate(ModelRunner& runner, absl::Span<const int
     on_token(last);
   }
   const auto end = Clock::now();
-  stats.ttft_seconds = std::chrono::duration<double>(first_token_time - start).count();
-  stats.decode_seconds = std::chrono::duration<double>(end - first_token_time).count();
+  stats.ttft_seconds =
+      std::chrono::duration<double>(first_token_time - start).count();
+  stats.decode_seconds =
+      std::chrono::duration<double>(end - first_token_time).count();
   return stats;
 }
 

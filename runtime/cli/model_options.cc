@@ -15,13 +15,17 @@ constexpr uint64_t kDemoSeed = 20261125;
 
 void AddModelOptions(CLI::App& sub, ModelOptions* options) {
   sub.add_option("--model", options->model,
-                 "Model: HF directory, .gguf file or llama2.c .bin (default: built-in demo model)");
-  sub.add_option("--tokenizer", options->tokenizer,
-                 "Tokenizer file: tokenizer.json, .gguf or llama2.c tokenizer.bin");
-  sub.add_option("--threads", options->threads, "Compute threads (0 = all cores)")
+                 "Model: HF directory, .gguf file or llama2.c .bin (default: "
+                 "built-in demo model)");
+  sub.add_option(
+      "--tokenizer", options->tokenizer,
+      "Tokenizer file: tokenizer.json, .gguf or llama2.c tokenizer.bin");
+  sub.add_option("--threads", options->threads,
+                 "Compute threads (0 = all cores)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  sub.add_option("--log-level", options->log_level, "trace|debug|info|warn|error|off")
+  sub.add_option("--log-level", options->log_level,
+                 "trace|debug|info|warn|error|off")
       ->capture_default_str();
 }
 
@@ -29,7 +33,8 @@ absl::StatusOr<LoadedModel> LoadModelAndTokenizer(const ModelOptions& options) {
   RETURN_IF_ERROR(InitLogging(options.log_level));
   LoadedModel loaded;
   if (options.model.empty()) {
-    ASSIGN_OR_RETURN(Model demo, SynthesizeModel("demo", DType::kF32, kDemoSeed));
+    ASSIGN_OR_RETURN(Model demo,
+                     SynthesizeModel("demo", DType::kF32, kDemoSeed));
     loaded.model = std::make_unique<Model>(std::move(demo));
     if (options.tokenizer.empty()) loaded.tokenizer = MakeByteTokenizer();
   } else {
@@ -50,9 +55,9 @@ absl::StatusOr<LoadedModel> LoadModelAndTokenizer(const ModelOptions& options) {
   }
   if (loaded.tokenizer != nullptr &&
       loaded.tokenizer->vocab_size() > loaded.model->config.vocab_size) {
-    return absl::InvalidArgumentError(
-        fmt::format("the tokenizer has {} tokens but the model only {}",
-                    loaded.tokenizer->vocab_size(), loaded.model->config.vocab_size));
+    return absl::InvalidArgumentError(fmt::format(
+        "the tokenizer has {} tokens but the model only {}",
+        loaded.tokenizer->vocab_size(), loaded.model->config.vocab_size));
   }
   return loaded;
 }
@@ -69,7 +74,9 @@ std::vector<int32_t> StopTokenIds(const LoadedModel& loaded) {
 }
 
 int EffectiveThreads(int threads) {
-  return threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return threads > 0 ? threads
+                     : static_cast<int>(
+                           std::max(1u, std::thread::hardware_concurrency()));
 }
 
 }  // namespace tessera::cli

@@ -1,4 +1,5 @@
-// `tessera run`: generate a continuation of one prompt, streaming text to stdout.
+// `tessera run`: generate a continuation of one prompt, streaming text to
+// stdout.
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -40,7 +41,8 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text) {
     if (!item.empty()) {
       int32_t id;
       if (!absl::SimpleAtoi(item, &id) || id < 0) {
-        return absl::InvalidArgumentError(fmt::format("bad token id '{}' in --prompt-ids", item));
+        return absl::InvalidArgumentError(
+            fmt::format("bad token id '{}' in --prompt-ids", item));
       }
       ids.push_back(id);
     }
@@ -59,22 +61,28 @@ absl::Status Run(const RunOptions& o) {
   } else {
     if (loaded.tokenizer == nullptr) {
       return absl::InvalidArgumentError(
-          "this model has no tokenizer: pass --tokenizer PATH or use --prompt-ids");
+          "this model has no tokenizer: pass --tokenizer PATH or use "
+          "--prompt-ids");
     }
-    ASSIGN_OR_RETURN(prompt, loaded.tokenizer->Encode(o.prompt, /*add_special=*/true,
-                                                      /*parse_special=*/false));
+    ASSIGN_OR_RETURN(prompt,
+                     loaded.tokenizer->Encode(o.prompt, /*add_special=*/true,
+                                              /*parse_special=*/false));
   }
   RunnerOptions ro;
   ro.threads = o.model.threads;
-  ro.max_model_len = std::min<int64_t>(model.config.max_position_embeddings,
-                                       static_cast<int64_t>(prompt.size()) + o.max_tokens);
+  ro.max_model_len =
+      std::min<int64_t>(model.config.max_position_embeddings,
+                        static_cast<int64_t>(prompt.size()) + o.max_tokens);
   ro.num_kv_blocks = (ro.max_model_len + ro.block_size - 1) / ro.block_size;
   ro.max_num_seqs = 1;
-  ro.max_num_batched_tokens = std::min<int64_t>(512, static_cast<int64_t>(prompt.size()));
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner, CreateCpuModelRunner(model, ro));
+  ro.max_num_batched_tokens =
+      std::min<int64_t>(512, static_cast<int64_t>(prompt.size()));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,
+                   CreateCpuModelRunner(model, ro));
 
   GenerateOptions go;
-  go.max_tokens = std::min<int64_t>(o.max_tokens, ro.max_model_len - static_cast<int64_t>(prompt.size()));
+  go.max_tokens = std::min<int64_t>(
+      o.max_tokens, ro.max_model_len - static_cast<int64_t>(prompt.size()));
   go.prefill_chunk = ro.max_num_batched_tokens;
   go.sampling.temperature = o.temperature;
   go.sampling.top_p = o.top_p;
@@ -108,11 +116,13 @@ absl::Status Run(const RunOptions& o) {
   std::fflush(stdout);
   if (o.stats) {
     std::fprintf(stderr,
-                 "stats: %lld prompt tokens, %lld generated; TTFT %.1f ms; prefill %.1f tok/s; "
+                 "stats: %lld prompt tokens, %lld generated; TTFT %.1f ms; "
+                 "prefill %.1f tok/s; "
                  "decode %.1f tok/s (%d threads)\n",
                  static_cast<long long>(stats.prompt_tokens),
-                 static_cast<long long>(stats.generated_tokens), stats.ttft_seconds * 1e3,
-                 stats.prefill_tokens_per_second(), stats.decode_tokens_per_second(),
+                 static_cast<long long>(stats.generated_tokens),
+                 stats.ttft_seconds * 1e3, stats.prefill_tokens_per_second(),
+                 stats.decode_tokens_per_second(),
                  EffectiveThreads(o.model.threads));
   }
   return absl::OkStatus();
@@ -122,36 +132,47 @@ absl::Status Run(const RunOptions& o) {
 
 void AddRunCommand(CLI::App& app, int* exit_code) {
   auto opts = std::make_shared<RunOptions>();
-  CLI::App* sub = app.add_subcommand(
-      "run", "Generate text from a prompt (the built-in demo model unless --model is given)");
+  CLI::App* sub =
+      app.add_subcommand("run",
+                         "Generate text from a prompt (the built-in demo model "
+                         "unless --model is given)");
   AddModelOptions(*sub, &opts->model);
   auto* prompt = sub->add_option("--prompt", opts->prompt, "Prompt text");
-  auto* ids = sub->add_option("--prompt-ids", opts->prompt_ids, "Prompt as token ids: 1,2,3");
+  auto* ids = sub->add_option("--prompt-ids", opts->prompt_ids,
+                              "Prompt as token ids: 1,2,3");
   prompt->excludes(ids);
-  sub->add_option("--max-tokens", opts->max_tokens, "Tokens to generate at most")
+  sub->add_option("--max-tokens", opts->max_tokens,
+                  "Tokens to generate at most")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  sub->add_option("--temperature", opts->temperature, "Sampling temperature; 0 = greedy")
+  sub->add_option("--temperature", opts->temperature,
+                  "Sampling temperature; 0 = greedy")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   sub->add_option("--top-p", opts->top_p, "Nucleus sampling mass")
       ->check(CLI::Range(0.0f, 1.0f))
       ->capture_default_str();
-  sub->add_option("--top-k", opts->top_k, "Keep the k most likely tokens (0 = off)")
+  sub->add_option("--top-k", opts->top_k,
+                  "Keep the k most likely tokens (0 = off)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  sub->add_option("--min-p", opts->min_p, "Drop tokens below min-p x the top probability")
+  sub->add_option("--min-p", opts->min_p,
+                  "Drop tokens below min-p x the top probability")
       ->check(CLI::Range(0.0f, 1.0f))
       ->capture_default_str();
   sub->add_option("--seed", opts->seed, "Sampling seed")->capture_default_str();
-  sub->add_flag("--print-ids", opts->print_ids, "Print generated token ids instead of text");
-  sub->add_flag("--stats", opts->stats, "Print TTFT and prefill/decode tokens/s to stderr");
+  sub->add_flag("--print-ids", opts->print_ids,
+                "Print generated token ids instead of text");
+  sub->add_flag("--stats", opts->stats,
+                "Print TTFT and prefill/decode tokens/s to stderr");
   sub->final_callback([opts, exit_code] {
     if (opts->prompt.empty() && opts->prompt_ids.empty()) {
       opts->prompt = "Once upon a time";
     }
     const absl::Status status = Run(*opts);
-    *exit_code = status.ok() ? kExitOk : ReportError("run", std::string(status.message()));
+    *exit_code = status.ok()
+                     ? kExitOk
+                     : ReportError("run", std::string(status.message()));
   });
 }
 

@@ -1,5 +1,5 @@
-// Exact greedy generation against independent implementations (llama2.c's run.c and
-// llama.cpp), from every format tessera loads.
+// Exact greedy generation against independent implementations (llama2.c's run.c
+// and llama.cpp), from every format tessera loads.
 #include "runtime/generate.h"
 
 #include <fstream>
@@ -44,9 +44,12 @@ std::string Slurp(const std::string& path) {
   return ss.str();
 }
 
-// Greedy ids after `prompt`, stopping at a stop id, like the reference programs.
-std::vector<int32_t> GreedyIds(const Model& model, const std::vector<int32_t>& prompt,
-                               int64_t max_tokens, std::vector<int32_t> stop_ids,
+// Greedy ids after `prompt`, stopping at a stop id, like the reference
+// programs.
+std::vector<int32_t> GreedyIds(const Model& model,
+                               const std::vector<int32_t>& prompt,
+                               int64_t max_tokens,
+                               std::vector<int32_t> stop_ids,
                                DType kv_dtype = DType::kF32) {
   RunnerOptions ro;
   ro.max_model_len = static_cast<int64_t>(prompt.size()) + max_tokens;
@@ -61,9 +64,11 @@ std::vector<int32_t> GreedyIds(const Model& model, const std::vector<int32_t>& p
   go.max_tokens = max_tokens;
   go.sampling.temperature = 0;
   go.stop_ids = std::move(stop_ids);
-  go.prefill_chunk = 7;  // Odd chunks exercise chunked prefill against the reference.
+  go.prefill_chunk =
+      7;  // Odd chunks exercise chunked prefill against the reference.
   std::vector<int32_t> out;
-  auto stats = Generate(**runner, prompt, go, [&](int32_t t) { out.push_back(t); });
+  auto stats =
+      Generate(**runner, prompt, go, [&](int32_t t) { out.push_back(t); });
   EXPECT_TRUE(stats.ok()) << stats.status();
   return out;
 }
@@ -77,7 +82,9 @@ TEST(GenerateTest, Stories260KMatchesLlama2c) {
   const std::vector<int32_t> expected = ParseIdList(ref.substr(bar + 1));
   auto model = LoadModel(shared + "/models/stories260K.bin");
   ASSERT_TRUE(model.ok()) << model.status();
-  EXPECT_EQ(GreedyIds(*model, prompt, static_cast<int64_t>(expected.size()), {1}), expected);
+  EXPECT_EQ(
+      GreedyIds(*model, prompt, static_cast<int64_t>(expected.size()), {1}),
+      expected);
 }
 
 TEST(GenerateTest, Aidreams260KTextMatchesLlama2c) {
@@ -86,12 +93,15 @@ TEST(GenerateTest, Aidreams260KTextMatchesLlama2c) {
   const size_t p = ref.find("PROMPT ");
   const size_t first_id = ref.find("ID ");
   ASSERT_NE(p, std::string::npos);
-  const std::vector<int32_t> prompt = ParseIdList(ref.substr(p + 7, first_id - p - 7));
+  const std::vector<int32_t> prompt =
+      ParseIdList(ref.substr(p + 7, first_id - p - 7));
   std::vector<int32_t> expected;
-  for (size_t at = ref.find("ID "); at != std::string::npos; at = ref.find("ID ", at + 3)) {
+  for (size_t at = ref.find("ID "); at != std::string::npos;
+       at = ref.find("ID ", at + 3)) {
     int32_t id;
     const size_t end = ref.find_first_of(" \t\n", at + 3);
-    if (absl::SimpleAtoi(ref.substr(at + 3, end - at - 3), &id)) expected.push_back(id);
+    if (absl::SimpleAtoi(ref.substr(at + 3, end - at - 3), &id))
+      expected.push_back(id);
   }
   auto tokenizer = LoadTokenizer(shared + "/models/aidreams260K.tok512.bin");
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
@@ -104,7 +114,8 @@ TEST(GenerateTest, Aidreams260KTextMatchesLlama2c) {
   const int64_t steps = 128 - static_cast<int64_t>(prompt.size()) + 1;
   const std::vector<int32_t> got = GreedyIds(*model, prompt, steps, {1});
   ASSERT_GE(expected.size(), got.size());
-  EXPECT_EQ(got, std::vector<int32_t>(expected.begin(), expected.begin() + got.size()));
+  EXPECT_EQ(got, std::vector<int32_t>(expected.begin(),
+                                      expected.begin() + got.size()));
 }
 
 struct LlamaCppCase {
@@ -138,14 +149,16 @@ LlamaCppCase ReadLlamaCppReference(const std::string& path) {
 
 TEST(GenerateTest, BenchTinyGgufAndHfMatchLlamaCpp) {
   TESSERA_REQUIRE_SHARED(shared);
-  const LlamaCppCase c = ReadLlamaCppReference(shared + "/reference/bench-tiny.greedy.txt");
+  const LlamaCppCase c =
+      ReadLlamaCppReference(shared + "/reference/bench-tiny.greedy.txt");
   ASSERT_EQ(c.expected.size(), 32u);
   auto tokenizer = LoadTokenizer(shared + "/models/bench-tiny/model-f16.gguf");
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   auto encoded = (*tokenizer)->Encode(c.prompt, true, false);
   ASSERT_TRUE(encoded.ok());
   EXPECT_EQ(*encoded, c.prompt_ids);
-  for (const std::string path : {"/models/bench-tiny/model-f16.gguf", "/models/bench-tiny/hf"}) {
+  for (const std::string path :
+       {"/models/bench-tiny/model-f16.gguf", "/models/bench-tiny/hf"}) {
     auto model = LoadModel(shared + path);
     ASSERT_TRUE(model.ok()) << model.status();
     EXPECT_EQ(GreedyIds(*model, c.prompt_ids, 32, {}), c.expected) << path;
@@ -154,7 +167,8 @@ TEST(GenerateTest, BenchTinyGgufAndHfMatchLlamaCpp) {
 
 TEST(GenerateTest, MoeTinyMatchesLlamaCpp) {
   TESSERA_REQUIRE_SHARED(shared);
-  const LlamaCppCase c = ReadLlamaCppReference(shared + "/reference/moe-tiny.greedy.txt");
+  const LlamaCppCase c =
+      ReadLlamaCppReference(shared + "/reference/moe-tiny.greedy.txt");
   ASSERT_EQ(c.expected.size(), 32u);
   auto model = LoadModel(shared + "/models/moe-tiny/model-f16.gguf");
   ASSERT_TRUE(model.ok()) << model.status();
@@ -173,23 +187,28 @@ TEST(GenerateTest, DemoModelIsDeterministic) {
 TEST(GenerateTest, CliRunPrintsIdsEqualToReference) {
   TESSERA_REQUIRE_SHARED(shared);
   const std::string ref = Slurp(shared + "/reference/stories260K.greedy.txt");
-  const std::vector<int32_t> expected = ParseIdList(ref.substr(ref.find('|') + 1));
-  auto r = RunCommand(TesseraBin() + " run --model " + shared +
-                      "/models/stories260K.bin --prompt-ids 1 --temperature 0 --print-ids "
-                      "--max-tokens " + std::to_string(expected.size()));
+  const std::vector<int32_t> expected =
+      ParseIdList(ref.substr(ref.find('|') + 1));
+  auto r = RunCommand(
+      TesseraBin() + " run --model " + shared +
+      "/models/stories260K.bin --prompt-ids 1 --temperature 0 --print-ids "
+      "--max-tokens " +
+      std::to_string(expected.size()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(ParseIdList(r.out), expected);
 }
 
 TEST(GenerateTest, CliRunDemoPrintsTextAndStats) {
-  auto r = RunCommand(TesseraBin() + " run --prompt hello --max-tokens 8 --stats");
+  auto r =
+      RunCommand(TesseraBin() + " run --prompt hello --max-tokens 8 --stats");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.err, ::testing::HasSubstr("decode"));
   EXPECT_THAT(r.err, ::testing::HasSubstr("tok/s"));
 }
 
 TEST(GenerateTest, CliRunBadModelFailsCleanly) {
-  auto r = RunCommand(TesseraBin() + " run --model /nonexistent/model.gguf --max-tokens 2");
+  auto r = RunCommand(TesseraBin() +
+                      " run --model /nonexistent/model.gguf --max-tokens 2");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, ::testing::HasSubstr("/nonexistent/model.gguf"));
 }

@@ -1,4 +1,5 @@
-// Flags and loading shared by the subcommands that run a model (run, serve, bench).
+// Flags and loading shared by the subcommands that run a model (run, serve,
+// bench).
 #pragma once
 
 #include <memory>
@@ -13,9 +14,10 @@
 namespace tessera::cli {
 
 struct ModelOptions {
-  std::string model;      // Empty: the built-in demo model.
-  std::string tokenizer;  // Empty: the tokenizer inside/next to the model, if any.
-  int threads = 0;        // 0: all cores.
+  std::string model;  // Empty: the built-in demo model.
+  std::string
+      tokenizer;    // Empty: the tokenizer inside/next to the model, if any.
+  int threads = 0;  // 0: all cores.
   std::string log_level = "warn";
 };
 
