@@ -3,7 +3,9 @@
 #   1. Release build with warnings as errors; the whole ctest suite.
 #   2. AddressSanitizer + UBSan build of the unit tests (label 'unit').
 #   3. clang-format check of project code.
+#   4. libFuzzer targets, each run for a bounded time (deploy/fuzz.sh).
 # Environment: TESSERA_JOBS (parallel jobs, default nproc), TESSERA_SKIP_ASAN=1,
+# TESSERA_SKIP_FUZZ=1, TESSERA_FUZZ_SECONDS,
 # TESSERA_CTEST_ARGS (extra ctest arguments, e.g. "-L unit").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,11 @@ if [[ "${TESSERA_SKIP_ASAN:-0}" != "1" ]]; then
   cmake --build "$root/build/asan" -j "$jobs"
   (cd "$root/build/asan" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
      ctest -L unit -LE slow --output-on-failure -j "$jobs")
+fi
+
+if [[ "${TESSERA_SKIP_FUZZ:-0}" != "1" ]]; then
+  echo "== fuzz targets (libFuzzer, bounded time)"
+  "$root/deploy/fuzz.sh"
 fi
 
 echo "== tests (release)"
