@@ -8,6 +8,7 @@
 
 #include "base/status.h"
 #include "fmt/format.h"
+#include "runtime/formats/internal/file_sink.h"
 
 namespace tessera {
 
@@ -849,62 +850,7 @@ absl::StatusOr<Tensor> GgufFile::TensorView(const GgufTensorInfo& info) const {
 
 namespace {
 
-// Buffered writer over a FILE*, remembering the first error.
-class FileSink {
- public:
-  explicit FileSink(const std::string& path)
-      : path_(path), f_(std::fopen(path.c_str(), "wb")) {
-    if (f_ == nullptr) {
-      status_ = absl::PermissionDeniedError(
-          fmt::format("cannot create {}: {}", path, std::strerror(errno)));
-    }
-  }
-  ~FileSink() {
-    if (f_ != nullptr) std::fclose(f_);
-  }
-  void Write(const void* p, size_t n) {
-    if (!status_.ok() || n == 0) return;
-    if (std::fwrite(p, 1, n, f_) != n) {
-      status_ = absl::InternalError(
-          fmt::format("cannot write {}: {}", path_, std::strerror(errno)));
-    }
-    pos_ += n;
-  }
-  template <typename T>
-  void Put(T v) {
-    Write(&v, sizeof(v));
-  }
-  void PutString(const std::string& s) {
-    Put<uint64_t>(s.size());
-    Write(s.data(), s.size());
-  }
-  void Pad(uint64_t alignment) {
-    static const char kZeros[256] = {};
-    while (pos_ % alignment != 0) {
-      const uint64_t n =
-          std::min<uint64_t>(alignment - pos_ % alignment, sizeof(kZeros));
-      Write(kZeros, static_cast<size_t>(n));
-    }
-  }
-  absl::Status Close() {
-    if (f_ != nullptr) {
-      if (std::fclose(f_) != 0 && status_.ok()) {
-        status_ = absl::InternalError(
-            fmt::format("cannot write {}: {}", path_, std::strerror(errno)));
-      }
-      f_ = nullptr;
-    }
-    return status_;
-  }
-  const absl::Status& status() const { return status_; }
-  uint64_t pos() const { return pos_; }
-
- private:
-  std::string path_;
-  std::FILE* f_;
-  absl::Status status_;
-  uint64_t pos_ = 0;
-};
+using formats_internal::FileSink;
 
 void WriteScalar(FileSink& s, GgufType t, int64_t i, double f) {
   switch (t) {
