@@ -357,3 +357,47 @@ TEST(MakeModelCommandTest, BadFlagsExit2) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// A make-model file cut anywhere is an error naming the file, never a crash.
+TEST(ModelWriterTest, TruncatedModelFilesAreErrors) {
+  const std::string dir = testing::MakeTempDir();
+  absl::StatusOr<SyntheticVocab> vocab =
+      BuildSyntheticVocab(258, SpecialTokenStyle::kLlama);
+  for (ModelFormat f : {ModelFormat::kGguf, ModelFormat::kHf}) {
+    WriteModelOptions o;
+    o.format = f;
+    o.dtype = DType::kF16;
+    o.vocab = &*vocab;
+    const std::string out = dir + (f == ModelFormat::kHf ? "/hf" : "/gguf");
+    ASSERT_TRUE(
+        WriteModel(SyntheticSource(*PresetConfig("demo"), DType::kF16, 1), o,
+                   out)
+            .ok());
+    const std::string file =
+        out + (f == ModelFormat::kHf ? "/model.safetensors" : "/model.gguf");
+    const std::string bytes = *ReadFileToString(file);
+    const std::string copy = out + "/cut";
+    std::filesystem::create_directories(copy);
+    if (f == ModelFormat::kHf) {
+      std::filesystem::copy_file(out + "/config.json", copy + "/config.json");
+    }
+    const std::string cut_file =
+        copy + (f == ModelFormat::kHf ? "/model.safetensors" : "/model.gguf");
+    for (int k = 0; k < 40; ++k) {
+      const size_t n = bytes.size() * k / 40 + (k * 7919) % 97;
+      ASSERT_TRUE(
+          WriteStringToFile(cut_file, std::string_view(bytes).substr(0, n))
+              .ok());
+      absl::Status s =
+          LoadModel(f == ModelFormat::kHf ? copy : cut_file).status();
+      EXPECT_FALSE(s.ok()) << n;
+      EXPECT_THAT(std::string(s.message()), HasSubstr(cut_file)) << n;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tessera
