@@ -11,8 +11,7 @@ shared=${TESSERA_SHARED:-$root/../shared}
 
 CC=clang CXX=clang++ cmake -S "$root" -B "$root/build/fuzz" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_WERROR=ON -DTESSERA_BUILD_FUZZERS=ON \
-  -DTESSERA_BUILD_TESTS=OFF -DTESSERA_BUILD_BENCHMARKS=OFF -DTESSERA_WITH_CUDA=OFF \
-  -DTESSERA_SANITIZE=address,undefined >/dev/null
+  -DTESSERA_BUILD_TESTS=OFF -DTESSERA_BUILD_BENCHMARKS=OFF -DTESSERA_WITH_CUDA=OFF >/dev/null
 cmake --build "$root/build/fuzz" -j "$jobs" --target fuzzers
 
 mapfile -t targets < <(find "$root/build/fuzz/tests/fuzz" -maxdepth 1 -type f -executable -name '*_fuzzer' | sort)

@@ -532,40 +532,54 @@ absl::StatusOr<Model> LoadLlama2c(const std::string& path) {
     int64_t start = 0;
   };
   std::vector<Region> regions;
+  // Sizes come from an untrusted header: multiply with overflow checks.
+  bool overflow = false;
+  auto mul = [&overflow](std::initializer_list<int64_t> xs) {
+    int64_t r = 1;
+    for (int64_t x : xs) overflow |= __builtin_mul_overflow(r, x, &r);
+    return r;
+  };
   auto add = [&](const char* name, int64_t n) { regions.push_back({name, n}); };
   if (legacy) {
-    add("token_embedding_table", V * dim);
-    add("rms_att_weight", L * dim);
-    add("wq", L * q_dim * dim);
-    add("wk", L * kv_dim * dim);
-    add("wv", L * kv_dim * dim);
-    add("wo", L * dim * q_dim);
-    add("rms_ffn_weight", L * dim);
-    add("w1", L * hid * dim);
-    add("w2", L * dim * hid);
-    add("w3", L * hid * dim);
+    add("token_embedding_table", mul({V, dim}));
+    add("rms_att_weight", mul({L, dim}));
+    add("wq", mul({L, q_dim, dim}));
+    add("wk", mul({L, kv_dim, dim}));
+    add("wv", mul({L, kv_dim, dim}));
+    add("wo", mul({L, dim, q_dim}));
+    add("rms_ffn_weight", mul({L, dim}));
+    add("w1", mul({L, hid, dim}));
+    add("w2", mul({L, dim, hid}));
+    add("w3", mul({L, hid, dim}));
     add("rms_final_weight", dim);
     // RoPE tables of the original export, unused (RoPE is computed).
-    add("freq_cis_real", c.max_position_embeddings * c.head_dim / 2);
-    add("freq_cis_imag", c.max_position_embeddings * c.head_dim / 2);
+    add("freq_cis_real", mul({c.max_position_embeddings, c.head_dim / 2}));
+    add("freq_cis_imag", mul({c.max_position_embeddings, c.head_dim / 2}));
   } else {
-    add("rms_att_weight", L * dim);
-    add("rms_ffn_weight", L * dim);
+    add("rms_att_weight", mul({L, dim}));
+    add("rms_ffn_weight", mul({L, dim}));
     add("rms_final_weight", dim);
-    add("token_embedding_table", V * dim);
-    add("wq", L * q_dim * dim);
-    add("wk", L * kv_dim * dim);
-    add("wv", L * kv_dim * dim);
-    add("wo", L * dim * q_dim);
-    add("w1", L * hid * dim);
-    add("w2", L * dim * hid);
-    add("w3", L * hid * dim);
+    add("token_embedding_table", mul({V, dim}));
+    add("wq", mul({L, q_dim, dim}));
+    add("wk", mul({L, kv_dim, dim}));
+    add("wv", mul({L, kv_dim, dim}));
+    add("wo", mul({L, dim, q_dim}));
+    add("w1", mul({L, hid, dim}));
+    add("w2", mul({L, dim, hid}));
+    add("w3", mul({L, hid, dim}));
   }
-  if (!shared_classifier) add("wcls", V * dim);
+  if (!shared_classifier) add("wcls", mul({V, dim}));
   int64_t total = 0;
   for (Region& r : regions) {
     r.start = total;
-    total += r.floats;
+    overflow |= __builtin_add_overflow(total, r.floats, &total);
+  }
+  if (overflow || total > static_cast<int64_t>(size / 4)) {
+    return absl::DataLossError(fmt::format(
+        "{}: llama2.c header (dim {}, hidden {}, layers {}, vocab {}) implies "
+        "more weights than the file's {} bytes (truncated or not a llama2.c "
+        "checkpoint)",
+        path, dim, hid, L, V, size));
   }
   const uint64_t want = offset + static_cast<uint64_t>(total) * 4;
   if (size < want) {
@@ -640,9 +654,13 @@ absl::StatusOr<ModelConfig> ParseHfConfig(std::string_view json,
   // Reads an optional field, turning JSON type errors into statuses.
   auto num = [&](const char* key, auto* out) -> absl::Status {
     if (!j.contains(key) || j[key].is_null()) return absl::OkStatus();
-    if (!j[key].is_number()) {
+    using T = std::remove_pointer_t<decltype(out)>;
+    const bool ok =
+        std::is_integral_v<T> ? j[key].is_number_integer() : j[key].is_number();
+    if (!ok) {
       return absl::InvalidArgumentError(
-          fmt::format("{}: \"{}\" is not a number", name, key));
+          fmt::format("{}: \"{}\" is not {}", name, key,
+                      std::is_integral_v<T> ? "an integer" : "a number"));
     }
     *out = j[key].get<std::remove_pointer_t<decltype(out)>>();
     return absl::OkStatus();
@@ -755,9 +773,9 @@ absl::StatusOr<Model> LoadModel(const std::string& path) {
   static constexpr const char* kFormatNames[] = {"hf", "gguf", "llama2c"};
   model->format = kFormatNames[static_cast<int>(format)];
   RETURN_IF_ERROR(Annotate(ValidateModelWeights(*model), path));
-  spdlog::debug("loaded {}: {} layers, hidden {}, vocab {}, {} params", path,
+  spdlog::debug("loaded {}: {} layers, hidden {}, vocab {}", path,
                 model->config.num_hidden_layers, model->config.hidden_size,
-                model->config.vocab_size, model->config.ParameterCount());
+                model->config.vocab_size);
   return model;
 }
 
