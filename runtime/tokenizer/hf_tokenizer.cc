@@ -31,6 +31,23 @@ struct HfError {
   throw HfError{absl::Status(code, std::move(message))};
 }
 
+// Nested Sequence components beyond this depth are rejected (real files use
+// one or two levels; this bounds the recursion on hostile input).
+void CheckDepth(int depth) {
+  if (depth > 16) {
+    Fail(absl::StatusCode::kInvalidArgument, "components nested too deeply");
+  }
+}
+
+// An integer token id (a float or string is an error, never a cast).
+int64_t IdOf(const json& j) {
+  if (!j.is_number_integer()) {
+    Fail(absl::StatusCode::kInvalidArgument,
+         fmt::format("token id {} is not an integer", j.dump()));
+  }
+  return j.get<int64_t>();
+}
+
 std::string TypeOf(const json& j) {
   return j.is_object() ? j.value("type", std::string()) : std::string();
 }
@@ -75,11 +92,12 @@ SplitBehavior BehaviorOf(const json& j, SplitBehavior dflt) {
        fmt::format("unknown split behavior '{}'", b));
 }
 
-void AddNormalizer(const json& j, ModelTokenizerSpec* spec) {
+void AddNormalizer(const json& j, ModelTokenizerSpec* spec, int depth = 0) {
   if (j.is_null()) return;
+  CheckDepth(depth);
   const std::string type = TypeOf(j);
   if (type == "Sequence") {
-    for (const json& n : j.at("normalizers")) AddNormalizer(n, spec);
+    for (const json& n : j.at("normalizers")) AddNormalizer(n, spec, depth + 1);
   } else if (type == "Prepend") {
     spec->normalizer.push_back({NormalizeStep::Kind::kPrepend,
                                 j.at("prepend").get<std::string>(), ""});
@@ -101,12 +119,15 @@ void AddNormalizer(const json& j, ModelTokenizerSpec* spec) {
   }
 }
 
-void AddPreTokenizer(const json& j, ModelTokenizerSpec* spec) {
+void AddPreTokenizer(const json& j, ModelTokenizerSpec* spec, int depth = 0) {
   if (j.is_null()) return;
+  CheckDepth(depth);
   const std::string type = TypeOf(j);
   auto& steps = spec->pre_tokenizer;
   if (type == "Sequence") {
-    for (const json& p : j.at("pretokenizers")) AddPreTokenizer(p, spec);
+    for (const json& p : j.at("pretokenizers")) {
+      AddPreTokenizer(p, spec, depth + 1);
+    }
   } else if (type == "Split") {
     steps.push_back(MakeSplit(PatternOf(j.at("pattern")),
                               BehaviorOf(j, SplitBehavior::kIsolated),
@@ -153,11 +174,12 @@ void AddPreTokenizer(const json& j, ModelTokenizerSpec* spec) {
 }
 
 // Reads decoding conventions from the decoder tree.
-void ReadDecoder(const json& j, ModelTokenizerSpec* spec) {
+void ReadDecoder(const json& j, ModelTokenizerSpec* spec, int depth = 0) {
   if (j.is_null()) return;
+  CheckDepth(depth);
   const std::string type = TypeOf(j);
   if (type == "Sequence") {
-    for (const json& d : j.at("decoders")) ReadDecoder(d, spec);
+    for (const json& d : j.at("decoders")) ReadDecoder(d, spec, depth + 1);
   } else if (type == "ByteLevel") {
     spec->byte_level = true;
   } else if (type == "Replace") {
@@ -171,7 +193,10 @@ void ReadDecoder(const json& j, ModelTokenizerSpec* spec) {
     spec->strip_leading_space =
         scheme.empty() ? j.value("add_prefix_space", true) : scheme != "never";
   } else if (type == "Strip") {
-    if (j.value("start", 0) > 0 && j.value("content", std::string()) == " ") {
+    const bool strips_start = j.contains("start") &&
+                              j.at("start").is_number_integer() &&
+                              j.at("start").get<int64_t>() > 0;
+    if (strips_start && j.value("content", std::string()) == " ") {
       spec->strip_leading_space = true;
     }
   }
@@ -185,18 +210,19 @@ int32_t TemplateTokenId(const json& processor, const std::string& name,
   if (!specials.contains(name)) return -1;
   const json& ids = specials.at(name).at("ids");
   if (!ids.is_array() || ids.size() != 1) return -1;
-  const int64_t id = ids.at(0).get<int64_t>();
+  const int64_t id = IdOf(ids.at(0));
   return id >= 0 && id < vocab ? static_cast<int32_t>(id) : -1;
 }
 
 // What the post-processor adds around a single sequence.
-void ReadPostProcessor(const json& j, int32_t vocab, int32_t* bos,
-                       int32_t* eos) {
+void ReadPostProcessor(const json& j, int32_t vocab, int32_t* bos, int32_t* eos,
+                       int depth = 0) {
   if (j.is_null()) return;
+  CheckDepth(depth);
   const std::string type = TypeOf(j);
   if (type == "Sequence") {
     for (const json& p : j.at("processors"))
-      ReadPostProcessor(p, vocab, bos, eos);
+      ReadPostProcessor(p, vocab, bos, eos, depth + 1);
   } else if (type == "TemplateProcessing") {
     const json& single = j.at("single");
     bool seen_sequence = false;
@@ -211,8 +237,9 @@ void ReadPostProcessor(const json& j, int32_t vocab, int32_t* bos,
     }
   } else if (type == "RobertaProcessing" || type == "BertProcessing") {
     // cls / sep are [token, id] pairs.
-    *bos = j.at("cls").at(1).get<int32_t>();
-    *eos = j.at("sep").at(1).get<int32_t>();
+    const int64_t cls = IdOf(j.at("cls").at(1)), sep = IdOf(j.at("sep").at(1));
+    *bos = cls >= 0 && cls < vocab ? static_cast<int32_t>(cls) : -1;
+    *eos = sep >= 0 && sep < vocab ? static_cast<int32_t>(sep) : -1;
   }
 }
 
@@ -252,7 +279,16 @@ std::unique_ptr<Tokenizer> Build(std::string_view tokenizer_json,
   ModelTokenizerSpec spec;
   spec.algorithm = tokenizer_internal::Algorithm::kBpe;
   // Vocabulary: model.vocab plus added_tokens (ids may leave holes).
-  constexpr int64_t kMaxVocab = int64_t{1} << 24;
+  // Ids may leave holes, but not absurd ones: a hostile file must not make
+  // us allocate millions of empty entries.
+  const size_t n_listed =
+      (model.contains("vocab") && model.at("vocab").is_object()
+           ? model.at("vocab").size()
+           : 0) +
+      (root.contains("added_tokens") && root.at("added_tokens").is_array()
+           ? root.at("added_tokens").size()
+           : 0);
+  const int64_t kMaxVocab = static_cast<int64_t>(2 * n_listed + 1024);
   auto place = [&](int64_t id, std::string text, TokenType type) {
     if (id < 0 || id >= kMaxVocab) {
       Fail(absl::StatusCode::kInvalidArgument,
@@ -269,13 +305,13 @@ std::unique_ptr<Tokenizer> Build(std::string_view tokenizer_json,
     Fail(absl::StatusCode::kInvalidArgument, "model.vocab is not an object");
   }
   for (const auto& [text, id] : model.at("vocab").items()) {
-    place(id.get<int64_t>(), text, TokenType::kNormal);
+    place(IdOf(id), text, TokenType::kNormal);
   }
   spec.byte_fallback = model.value("byte_fallback", false);
   spec.ignore_merges = model.value("ignore_merges", false);
   if (root.contains("added_tokens")) {
     for (const json& t : root.at("added_tokens")) {
-      const int64_t id = t.at("id").get<int64_t>();
+      const int64_t id = IdOf(t.at("id"));
       place(id, t.at("content").get<std::string>(),
             t.value("special", false) ? TokenType::kControl
                                       : TokenType::kUserDefined);
