@@ -1,0 +1,161 @@
+// Tokenizers from GGUF metadata (llama.cpp's tokenizer.ggml.* keys).
+#include <algorithm>
+
+#include "base/status.h"
+#include "fmt/format.h"
+#include "runtime/formats/gguf.h"
+#include "runtime/tokenizer.h"
+#include "runtime/tokenizer/internal/model_tokenizer.h"
+#include "spdlog/spdlog.h"
+
+namespace tessera {
+
+using tokenizer_internal::TokenType;
+
+namespace {
+
+absl::Status AddBpeModel(const GgufFile& gguf,
+                         tokenizer_internal::ModelTokenizerSpec* spec) {
+  ASSIGN_OR_RETURN(std::vector<std::string> merges,
+                   gguf.GetStringArray("tokenizer.ggml.merges"));
+  spec->merges.reserve(merges.size());
+  for (const std::string& m : merges) {
+    // Split at the first space after the first byte, as llama.cpp does.
+    const size_t pos = m.find(' ', 1);
+    if (pos == std::string::npos) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: tokenizer.ggml.merges entry '{}' has no space", gguf.path(), m));
+    }
+    spec->merges.emplace_back(m.substr(0, pos), m.substr(pos + 1));
+  }
+  ASSIGN_OR_RETURN(const std::string pre,
+                   gguf.GetStringOr("tokenizer.ggml.pre", "default"));
+  bool ignore_merges = false, add_bos = false;
+  auto regexes =
+      tokenizer_internal::PreTokenizerRegexes(pre, &ignore_merges, &add_bos);
+  if (!regexes.ok()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "{}: tokenizer.ggml.pre '{}' is not a pre-tokenizer tessera knows",
+        gguf.path(), pre));
+  }
+  for (const std::string& re : *regexes) {
+    auto step = tokenizer_internal::SplitStep(re);
+    if (!step.ok()) return Annotate(step.status(), gguf.path());
+    spec->pre_tokenizer.push_back(*std::move(step));
+  }
+  tokenizer_internal::PreTokenizeStep byte_level;
+  byte_level.kind = tokenizer_internal::PreTokenizeStep::Kind::kByteLevel;
+  spec->pre_tokenizer.push_back(std::move(byte_level));
+  spec->kind = "bpe";
+  spec->algorithm = tokenizer_internal::Algorithm::kBpe;
+  spec->byte_level = true;
+  spec->ignore_merges = ignore_merges;
+  spec->add_bos = add_bos;
+  // llama.cpp's defaults for gpt2 vocabularies without explicit ids.
+  spec->bos_id = 11;
+  spec->append_eos_id = 11;
+  return absl::OkStatus();
+}
+
+// Reads an optional token id key; an id outside the vocabulary keeps the
+// default (llama.cpp warns and does the same).
+absl::StatusOr<int32_t> OptionalId(const GgufFile& gguf, std::string_view key,
+                                   int32_t dflt, size_t n) {
+  ASSIGN_OR_RETURN(const int64_t v, gguf.GetIntOr(key, dflt));
+  if (v < -1 || v >= static_cast<int64_t>(n)) {
+    spdlog::warn("{}: {} = {} is outside the vocabulary; using {}", gguf.path(),
+                 key, v, dflt);
+    return dflt;
+  }
+  return static_cast<int32_t>(v);
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> FromGguf(const GgufFile& gguf) {
+  tokenizer_internal::ModelTokenizerSpec spec;
+  ASSIGN_OR_RETURN(const std::string model,
+                   gguf.GetString("tokenizer.ggml.model"));
+  ASSIGN_OR_RETURN(spec.tokens, gguf.GetStringArray("tokenizer.ggml.tokens"));
+  const size_t n = spec.tokens.size();
+  if (gguf.Has("tokenizer.ggml.scores")) {
+    ASSIGN_OR_RETURN(spec.scores,
+                     gguf.GetFloat32Array("tokenizer.ggml.scores"));
+  }
+  if (gguf.Has("tokenizer.ggml.token_type")) {
+    ASSIGN_OR_RETURN(const std::vector<int32_t> types,
+                     gguf.GetInt32Array("tokenizer.ggml.token_type"));
+    spec.types.reserve(types.size());
+    for (const int32_t t : types) {
+      spec.types.push_back(t >= 0 && t <= 6 ? static_cast<TokenType>(t)
+                                            : TokenType::kUndefined);
+    }
+  }
+  int32_t unk_default = -1;
+  if (model == "gpt2") {
+    RETURN_IF_ERROR(AddBpeModel(gguf, &spec));
+  } else if (model == "llama") {
+    spec.kind = "spm";
+    spec.algorithm = tokenizer_internal::Algorithm::kSpm;
+    ASSIGN_OR_RETURN(spec.add_space_prefix,
+                     gguf.GetBoolOr("tokenizer.ggml.add_space_prefix", true));
+    spec.strip_leading_space = spec.add_space_prefix;
+    spec.metaspace = true;
+    spec.byte_fallback = true;
+    spec.add_bos = true;
+    spec.bos_id = 1;
+    spec.append_eos_id = 2;
+    unk_default = 0;
+  } else {
+    return absl::UnimplementedError(
+        fmt::format("{}: tokenizer.ggml.model '{}' is not supported (gpt2, "
+                    "llama)",
+                    gguf.path(), model));
+  }
+  ASSIGN_OR_RETURN(spec.bos_id, OptionalId(gguf, "tokenizer.ggml.bos_token_id",
+                                           spec.bos_id, n));
+  ASSIGN_OR_RETURN(
+      spec.append_eos_id,
+      OptionalId(gguf, "tokenizer.ggml.eos_token_id", spec.append_eos_id, n));
+  ASSIGN_OR_RETURN(
+      spec.unk_id,
+      OptionalId(gguf, "tokenizer.ggml.unknown_token_id", unk_default, n));
+  ASSIGN_OR_RETURN(spec.add_bos, gguf.GetBoolOr("tokenizer.ggml.add_bos_token",
+                                                spec.add_bos));
+  ASSIGN_OR_RETURN(spec.add_eos,
+                   gguf.GetBoolOr("tokenizer.ggml.add_eos_token", false));
+  // Stop tokens: EOS, EOT, EOM, and (as llama.cpp does) end-of-turn markers
+  // found by their text.
+  auto add_eos = [&](int32_t id) {
+    if (id >= 0 && std::find(spec.eos_ids.begin(), spec.eos_ids.end(), id) ==
+                       spec.eos_ids.end()) {
+      spec.eos_ids.push_back(id);
+    }
+  };
+  add_eos(spec.append_eos_id);
+  for (const char* key :
+       {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
+    ASSIGN_OR_RETURN(const int32_t id, OptionalId(gguf, key, -1, n));
+    add_eos(id);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const std::string& t = spec.tokens[i];
+    if (t == "<|eot_id|>" || t == "<|im_end|>" || t == "<|end|>" ||
+        t == "<end_of_turn>" || t == "<|endoftext|>" || t == "<EOT>" ||
+        t == "<|eom_id|>" ||
+        t == "<\xEF\xBD\x9C"
+             "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>") {
+      add_eos(static_cast<int32_t>(i));
+    }
+  }
+  ASSIGN_OR_RETURN(spec.chat_template,
+                   gguf.GetStringOr("tokenizer.chat_template", ""));
+  return tokenizer_internal::NewModelTokenizer(std::move(spec), gguf.path());
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerFromGguf(
+    const GgufFile& gguf) {
+  return FromGguf(gguf);
+}
+
+}  // namespace tessera
