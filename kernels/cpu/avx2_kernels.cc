@@ -10,6 +10,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "kernels/cpu/internal/cpu_kernels.h"
@@ -37,6 +38,11 @@ struct Simd {
   static V LoadI8(const int8_t* p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
         _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
+  static V BroadcastF16(const uint8_t* p) {
+    uint16_t h;
+    __builtin_memcpy(&h, p, 2);
+    return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<int16_t>(h)));
   }
   static void StoreF16(uint16_t* p, V v) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
@@ -73,6 +79,12 @@ struct Simd {
     return _mm_cvtss_f32(s);
   }
   static V SwapPairs(V v) { return _mm256_permute_ps(v, 0xB1); }
+  // out[0..3] = horizontal sums of a, b, c, d.
+  static void ReduceAdd4(V a, V b, V c, V d, float* out) {
+    const V t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t),
+                                  _mm256_extractf128_ps(t, 1)));
+  }
   static V Exp(V x) {
     x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
     x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365447504019f));
@@ -95,6 +107,16 @@ struct Simd {
   }
 };
 
+// out[q] = horizontal sum of acc[q], four registers at a time.
+template <int N>
+inline void ReduceTile(const Simd::V* acc, float* out) {
+  int q = 0;
+  for (; q + 4 <= N; q += 4) {
+    Simd::ReduceAdd4(acc[q], acc[q + 1], acc[q + 2], acc[q + 3], out + q);
+  }
+  for (; q < N; ++q) out[q] = Simd::ReduceAdd(acc[q]);
+}
+
 struct Traits {
   static constexpr int kMr = 3;
   static constexpr int kNr = 4;
@@ -102,6 +124,7 @@ struct Traits {
   static constexpr int kKcBf16 = 512;
   static constexpr int kNc = 96;
   static constexpr int kMc = 64;
+  static constexpr int kPad = 32;  // Panel row padding (elements).
   static constexpr int kGemvMaxM = 3;
 };
 
