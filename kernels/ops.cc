@@ -2,11 +2,118 @@
 // thread pool. The math lives in reference/ (scalar) and cpu/ (SIMD).
 #include "kernels/ops.h"
 
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "kernels/cpu/internal/cpu_kernels.h"
 #include "kernels/cpu_features.h"
 #include "kernels/reference/reference_ops.h"
 #include "kernels/thread_pool.h"
 
 namespace tessera::kernels {
+namespace {
+
+// The kernels of one ISA, as function pointers.
+struct IsaKernels {
+  cpu::LinearTraits (*linear_traits)();
+  int64_t (*linear_scratch)(const cpu::LinearProblem&);
+  void (*linear_range)(const cpu::LinearProblem&, int64_t, int64_t, float*);
+  void (*to_bf16)(const float*, int64_t, int64_t, int64_t, uint16_t*, int64_t);
+  void (*dequantize_rows)(cpu::WeightType, const void*, int64_t, const int32_t*,
+                          int64_t, float*);
+  void (*rms_norm)(const float*, const float*, int64_t, int64_t, float, float*);
+  void (*add_rms_norm)(float*, const float*, const float*, int64_t, int64_t,
+                       float, float*);
+  void (*silu_mul)(const float*, const float*, int64_t, float*);
+  bool (*rope)(float*, int64_t, int64_t, int64_t, int64_t, const int32_t*,
+               const float*, bool);
+  void (*kv_write)(cpu::CacheType, void*, void*, int64_t, const float*,
+                   const float*, int64_t, int64_t, const int32_t*);
+  int64_t (*attention_scratch)(const cpu::AttentionProblem&, int64_t);
+  void (*attention)(const cpu::AttentionProblem&, const cpu::AttentionItem&,
+                    float*);
+};
+
+#define TESSERA_ISA_KERNELS(ns)                                            \
+  IsaKernels {                                                             \
+    &cpu::ns::GetLinearTraits, &cpu::ns::LinearScratchFloats,              \
+        &cpu::ns::LinearRange, &cpu::ns::ConvertRowsToBF16,                \
+        &cpu::ns::DequantizeRows, &cpu::ns::RmsNorm, &cpu::ns::AddRmsNorm, \
+        &cpu::ns::SiluMul, &cpu::ns::Rope, &cpu::ns::KvCacheWrite,         \
+        &cpu::ns::AttentionScratchFloats, &cpu::ns::Attention              \
+  }
+
+constexpr IsaKernels kAvx512Kernels = TESSERA_ISA_KERNELS(avx512);
+constexpr IsaKernels kAvx2Kernels = TESSERA_ISA_KERNELS(avx2);
+
+// kAuto -> the best supported ISA; an unsupported explicit ISA falls back to
+// the best one (Linear reports it instead).
+Isa Resolve(Isa isa) {
+  if (isa == Isa::kAuto || !IsaSupported(isa)) return BestIsa();
+  return isa;
+}
+
+const IsaKernels* KernelsFor(Isa isa) {
+  switch (Resolve(isa)) {
+    case Isa::kAvx512:
+      return &kAvx512Kernels;
+    case Isa::kAvx2:
+      return &kAvx2Kernels;
+    default:
+      return nullptr;
+  }
+}
+
+// Per-thread scratch that grows to its high-water mark and is then reused.
+float* ThreadScratch(int64_t floats) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < floats) buffer.resize(floats);
+  return buffer.data();
+}
+
+bool ToWeightType(DType dtype, cpu::WeightType* out) {
+  switch (dtype) {
+    case DType::kF32:
+      *out = cpu::WeightType::kF32;
+      return true;
+    case DType::kF16:
+      *out = cpu::WeightType::kF16;
+      return true;
+    case DType::kBF16:
+      *out = cpu::WeightType::kBF16;
+      return true;
+    case DType::kQ8_0:
+      *out = cpu::WeightType::kQ8_0;
+      return true;
+    default:
+      return false;
+  }
+}
+
+cpu::CacheType ToCacheType(DType dtype) {
+  switch (dtype) {
+    case DType::kF16:
+      return cpu::CacheType::kF16;
+    case DType::kBF16:
+      return cpu::CacheType::kBF16;
+    default:
+      return cpu::CacheType::kF32;
+  }
+}
+
+// Attention work decomposition: prefill rows in tiles of kQueryTile (K/V
+// blocks widened once per tile); decode rows (q_len <= kSplitMaxRows) of
+// contexts longer than kSplitTokens split into kSplitTokens chunks whose
+// partial softmax states merge in chunk order. Both depend only on the batch,
+// never on the thread count.
+constexpr int64_t kQueryTile = 16;
+constexpr int64_t kSplitMaxRows = 4;
+constexpr int64_t kSplitTokens = 512;
+
+}  // namespace
 
 const char* IsaName(Isa isa) {
   switch (isa) {
@@ -49,52 +156,274 @@ absl::Status Linear(const Context& ctx, const float* x, int64_t m, int64_t ldx,
                                       IsaName(ctx.isa) +
                                       " is not supported by this CPU");
   }
-  return reference::Linear(x, m, ldx, w, bias, y, ldy);
+  const IsaKernels* kern = KernelsFor(ctx.isa);
+  if (kern == nullptr) return reference::Linear(x, m, ldx, w, bias, y, ldy);
+  int64_t n, k;
+  RETURN_IF_ERROR(reference::CheckLinearWeight(w, &n, &k));
+  if (m < 0 || (m > 0 && (ldx < k || ldy < n))) {
+    return absl::InvalidArgumentError("Linear: bad activation strides");
+  }
+  if (m == 0 || n == 0) return absl::OkStatus();
+  cpu::LinearProblem p;
+  p.x = x;
+  p.m = m;
+  p.ldx = ldx;
+  p.w = w.raw_data();
+  ToWeightType(w.dtype(), &p.wtype);
+  p.n = n;
+  p.k = k;
+  p.bias = bias;
+  p.y = y;
+  p.ldy = ldy;
+  const cpu::LinearTraits traits = kern->linear_traits();
+  if (p.wtype == cpu::WeightType::kBF16 && !ctx.exact && traits.has_bf16_dot &&
+      GetCpuFeatures().avx512_bf16 && m > traits.gemv_max_m) {
+    thread_local std::vector<uint16_t> xb;
+    if (static_cast<int64_t>(xb.size()) < m * k) xb.resize(m * k);
+    kern->to_bf16(x, m, k, ldx, xb.data(), k);
+    p.xb = xb.data();
+    p.ldxb = k;
+  }
+  const int64_t scratch = kern->linear_scratch(p);
+  const int64_t tiles = (n + traits.nr - 1) / traits.nr;
+  ParallelFor(ctx.pool, tiles, [&](int64_t begin, int64_t end) {
+    kern->linear_range(p, begin * traits.nr,
+                       std::min<int64_t>(end * traits.nr, n),
+                       ThreadScratch(scratch));
+  });
+  return absl::OkStatus();
 }
 
-void RmsNorm(const Context& /*ctx*/, const float* x, const float* weight,
+void RmsNorm(const Context& ctx, const float* x, const float* weight,
              int64_t rows, int64_t n, float eps, float* out) {
-  reference::RmsNorm(x, weight, rows, n, eps, out);
+  const IsaKernels* kern = KernelsFor(ctx.isa);
+  if (kern == nullptr || ctx.isa == Isa::kScalar) {
+    return reference::RmsNorm(x, weight, rows, n, eps, out);
+  }
+  ParallelFor(rows > 8 ? ctx.pool : nullptr, rows,
+              [&](int64_t begin, int64_t end) {
+                kern->rms_norm(x + begin * n, weight, end - begin, n, eps,
+                               out + begin * n);
+              });
 }
 
-void AddRmsNorm(const Context& /*ctx*/, float* residual, const float* delta,
+void AddRmsNorm(const Context& ctx, float* residual, const float* delta,
                 const float* weight, int64_t rows, int64_t n, float eps,
                 float* out) {
-  reference::AddRmsNorm(residual, delta, weight, rows, n, eps, out);
+  const IsaKernels* kern = KernelsFor(ctx.isa);
+  if (kern == nullptr || ctx.isa == Isa::kScalar) {
+    return reference::AddRmsNorm(residual, delta, weight, rows, n, eps, out);
+  }
+  ParallelFor(
+      rows > 8 ? ctx.pool : nullptr, rows, [&](int64_t begin, int64_t end) {
+        kern->add_rms_norm(residual + begin * n, delta + begin * n, weight,
+                           end - begin, n, eps, out + begin * n);
+      });
 }
 
 void Rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim,
           int64_t row_stride, const int32_t* positions, const float* inv_freq,
           bool pairwise) {
+  const IsaKernels* kern = KernelsFor(Isa::kAuto);
+  if (kern != nullptr && kern->rope(x, tokens, heads, head_dim, row_stride,
+                                    positions, inv_freq, pairwise)) {
+    return;
+  }
   reference::Rope(x, tokens, heads, head_dim, row_stride, positions, inv_freq,
                   pairwise);
 }
 
 void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
-  reference::SiluMul(gate, up, n, out);
+  const IsaKernels* kern = KernelsFor(Isa::kAuto);
+  if (kern == nullptr) return reference::SiluMul(gate, up, n, out);
+  kern->silu_mul(gate, up, n, out);
 }
 
 absl::Status EmbeddingLookup(const Tensor& table, const int32_t* ids, int64_t n,
                              float* out) {
-  return reference::EmbeddingLookup(table, ids, n, out);
+  const IsaKernels* kern = KernelsFor(Isa::kAuto);
+  if (kern == nullptr) return reference::EmbeddingLookup(table, ids, n, out);
+  int64_t vocab, hidden;
+  RETURN_IF_ERROR(Annotate(reference::CheckLinearWeight(table, &vocab, &hidden),
+                           "EmbeddingLookup"));
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab) {
+      return absl::InvalidArgumentError(
+          "EmbeddingLookup: token id " + std::to_string(ids[i]) +
+          " out of range [0, " + std::to_string(vocab) + ")");
+    }
+  }
+  cpu::WeightType t = cpu::WeightType::kF32;
+  ToWeightType(table.dtype(), &t);
+  kern->dequantize_rows(t, table.raw_data(), hidden, ids, n, out);
+  return absl::OkStatus();
 }
 
 void KvCacheWrite(const KvCacheView& cache, const float* k, const float* v,
                   int64_t tokens, int64_t kv_stride, const int32_t* slots) {
-  reference::KvCacheWrite(cache, k, v, tokens, kv_stride, slots);
+  const IsaKernels* kern = KernelsFor(Isa::kAuto);
+  if (kern == nullptr) {
+    return reference::KvCacheWrite(cache, k, v, tokens, kv_stride, slots);
+  }
+  kern->kv_write(ToCacheType(cache.dtype), cache.k, cache.v,
+                 cache.num_kv_heads * cache.head_dim, k, v, tokens, kv_stride,
+                 slots);
 }
 
-absl::Status PagedAttention(const Context& /*ctx*/, const float* q,
+absl::Status PagedAttention(const Context& ctx, const float* q,
                             int64_t q_stride, const KvCacheView& cache,
                             const AttentionBatch& batch, int64_t num_heads,
                             float scale, float* out, int64_t out_stride) {
-  return reference::PagedAttention(q, q_stride, cache, batch, num_heads, scale,
-                                   out, out_stride);
+  const IsaKernels* kern = KernelsFor(ctx.isa);
+  if (kern == nullptr || ctx.isa == Isa::kScalar) {
+    return reference::PagedAttention(q, q_stride, cache, batch, num_heads,
+                                     scale, out, out_stride);
+  }
+  RETURN_IF_ERROR(reference::CheckAttention(cache, batch, num_heads));
+  const int64_t group = num_heads / cache.num_kv_heads;
+  const int64_t d = cache.head_dim;
+  const int64_t sstride = d + 2;
+
+  // Plan (thread-local vectors: no allocation once warmed up).
+  struct SplitGroup {
+    int64_t seq, kv_head, rows, splits, partial_base;
+  };
+  thread_local std::vector<cpu::AttentionItem> items;
+  thread_local std::vector<SplitGroup> split_groups;
+  thread_local std::vector<float> partials;
+  items.clear();
+  split_groups.clear();
+  int64_t partial_vecs = 0;
+  int64_t max_rows = 1;
+  for (int64_t s = 0; s < batch.num_seqs; ++s) {
+    const int64_t q_len = batch.query_start[s + 1] - batch.query_start[s];
+    const int64_t ctx_len = batch.context_len[s];
+    if (q_len == 0) continue;
+    const int64_t splits = q_len <= kSplitMaxRows
+                               ? (ctx_len + kSplitTokens - 1) / kSplitTokens
+                               : 1;
+    for (int64_t h = 0; h < cache.num_kv_heads; ++h) {
+      if (splits > 1) {
+        split_groups.push_back({s, h, q_len, splits, partial_vecs});
+        for (int64_t i = 0; i < splits; ++i) {
+          items.push_back(cpu::AttentionItem{
+              static_cast<int32_t>(s), static_cast<int32_t>(h), 0,
+              static_cast<int32_t>(q_len),
+              static_cast<int32_t>(i * kSplitTokens),
+              static_cast<int32_t>(std::min(ctx_len, (i + 1) * kSplitTokens)),
+              partial_vecs});
+          partial_vecs += q_len * group;
+        }
+        max_rows = std::max(max_rows, q_len);
+        continue;
+      }
+      for (int64_t r = 0; r < q_len; r += kQueryTile) {
+        const int64_t re = std::min(q_len, r + kQueryTile);
+        items.push_back(cpu::AttentionItem{
+            static_cast<int32_t>(s), static_cast<int32_t>(h),
+            static_cast<int32_t>(r), static_cast<int32_t>(re), 0,
+            static_cast<int32_t>(ctx_len), -1});
+        max_rows = std::max(max_rows, re - r);
+      }
+    }
+  }
+  if (static_cast<int64_t>(partials.size()) < partial_vecs * sstride) {
+    partials.resize(partial_vecs * sstride);
+  }
+  cpu::AttentionProblem p{q,
+                          q_stride,
+                          out,
+                          out_stride,
+                          cache.k,
+                          cache.v,
+                          ToCacheType(cache.dtype),
+                          cache.block_size,
+                          cache.num_kv_heads,
+                          d,
+                          num_heads,
+                          scale,
+                          batch.query_start,
+                          batch.context_len,
+                          batch.block_tables,
+                          batch.max_blocks_per_seq,
+                          partials.data()};
+  const int64_t scratch = kern->attention_scratch(p, max_rows);
+  const int64_t n_items = static_cast<int64_t>(items.size());
+  const cpu::AttentionItem* item_data = items.data();
+  auto run = [&](int64_t begin, int64_t end) {
+    float* buf = ThreadScratch(scratch);
+    for (int64_t i = begin; i < end; ++i) kern->attention(p, item_data[i], buf);
+  };
+  if (ctx.pool != nullptr) {
+    ctx.pool->ParallelForChunks(n_items, n_items, run);
+  } else {
+    run(0, n_items);
+  }
+  // Merge the split partial states in split order.
+  for (const SplitGroup& g : split_groups) {
+    const int64_t q0 = batch.query_start[g.seq];
+    const int64_t vecs = g.rows * group;
+    for (int64_t vi = 0; vi < vecs; ++vi) {
+      float m_star = -INFINITY;
+      for (int64_t sp = 0; sp < g.splits; ++sp) {
+        const float* st =
+            partials.data() + (g.partial_base + sp * vecs + vi) * sstride;
+        m_star = std::max(m_star, st[0]);
+      }
+      const int64_t r = vi / group;
+      const int64_t h = g.kv_head * group + vi % group;
+      float* o = out + (q0 + r) * out_stride + h * d;
+      float l = 0.0f;
+      for (int64_t c = 0; c < d; ++c) o[c] = 0.0f;
+      for (int64_t sp = 0; sp < g.splits; ++sp) {
+        const float* st =
+            partials.data() + (g.partial_base + sp * vecs + vi) * sstride;
+        if (st[0] == -INFINITY) continue;
+        const float wgt = std::exp(st[0] - m_star);
+        l += st[1] * wgt;
+        for (int64_t c = 0; c < d; ++c) o[c] += st[2 + c] * wgt;
+      }
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      for (int64_t c = 0; c < d; ++c) o[c] *= inv;
+    }
+  }
+  return absl::OkStatus();
 }
 
 void RouterTopK(const float* logits, int64_t tokens, int64_t experts, int64_t k,
                 int32_t* ids, float* weights) {
-  reference::RouterTopK(logits, tokens, experts, k, ids, weights);
+  constexpr int64_t kMaxExperts = 256;
+  if (experts > kMaxExperts) {
+    return reference::RouterTopK(logits, tokens, experts, k, ids, weights);
+  }
+  // Same operations in the same order as the reference (bitwise equal), on
+  // the stack.
+  float p[kMaxExperts];
+  bool taken[kMaxExperts];
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* l = logits + t * experts;
+    const float mx = *std::max_element(l, l + experts);
+    float sum = 0.0f;
+    for (int64_t e = 0; e < experts; ++e) {
+      p[e] = std::exp(l[e] - mx);
+      sum += p[e];
+      taken[e] = false;
+    }
+    for (int64_t e = 0; e < experts; ++e) p[e] /= sum;
+    float kept = 0.0f;
+    for (int64_t i = 0; i < k; ++i) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < experts; ++e) {
+        if (!taken[e] && (best < 0 || p[e] > p[best])) best = e;
+      }
+      taken[best] = true;
+      ids[t * k + i] = static_cast<int32_t>(best);
+      kept += p[best];
+    }
+    for (int64_t i = 0; i < k; ++i) {
+      weights[t * k + i] = p[ids[t * k + i]] / kept;
+    }
+  }
 }
 
 }  // namespace tessera::kernels

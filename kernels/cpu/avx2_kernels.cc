@@ -1,0 +1,136 @@
+// AVX2 + FMA + F16C kernels (CPUs without AVX-512).
+//
+// Math and layouts: see kernels/cpu/internal/kernels_impl.inc. With 16 ymm
+// registers the Linear register tile is 3 activation rows × 4 weight rows (12
+// accumulators + 3 x + 1 w), K blocks of 512, W blocks of 96 rows in L2. No
+// bf16 dot product: bf16 weights are widened exactly (shift) and FMA'd in f32.
+//
+// Built with -mavx2 -mfma -mf16c (kernels/CMakeLists.txt); only called after
+// CPUID checks.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include "kernels/cpu/internal/cpu_kernels.h"
+
+namespace tessera::kernels::cpu::avx2 {
+namespace {
+
+struct Simd {
+  using V = __m256;
+  static constexpr int kLanes = 8;
+  static V Zero() { return _mm256_setzero_ps(); }
+  static V Set1(float f) { return _mm256_set1_ps(f); }
+  static V Load(const float* p) { return _mm256_loadu_ps(p); }
+  static void Store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V LoadF16(const uint16_t* p) {
+    return _mm256_cvtph_ps(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static V LoadBF16(const uint16_t* p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+        16));
+  }
+  static V LoadI8(const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
+  static V BroadcastF16(const uint8_t* p) {
+    uint16_t h;
+    __builtin_memcpy(&h, p, 2);
+    return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<int16_t>(h)));
+  }
+  static void StoreF16(uint16_t* p, V v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  }
+  static void StoreBF16(uint16_t* p, V v) {
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i lsb =
+        _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7fff)),
+                         lsb),
+        16);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    r = _mm256_blendv_epi8(
+        r,
+        _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40)),
+        nan);
+    const __m256i packed =
+        _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm256_castsi256_si128(packed));
+  }
+  static V Add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V Sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V Mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V Div(V a, V b) { return _mm256_div_ps(a, b); }
+  static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static float ReduceAdd(V v) {
+    __m128 s =
+        _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static V SwapPairs(V v) { return _mm256_permute_ps(v, 0xB1); }
+  // out[0..3] = horizontal sums of a, b, c, d.
+  static void ReduceAdd4(V a, V b, V c, V d, float* out) {
+    const V t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t),
+                                  _mm256_extractf128_ps(t, 1)));
+  }
+  static V Exp(V x) {
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365447504019f));
+    const V fx =
+        _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    V y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x),
+                        _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+  }
+};
+
+// out[q] = horizontal sum of acc[q], four registers at a time.
+template <int N>
+inline void ReduceTile(const Simd::V* acc, float* out) {
+  int q = 0;
+  for (; q + 4 <= N; q += 4) {
+    Simd::ReduceAdd4(acc[q], acc[q + 1], acc[q + 2], acc[q + 3], out + q);
+  }
+  for (; q < N; ++q) out[q] = Simd::ReduceAdd(acc[q]);
+}
+
+struct Traits {
+  static constexpr int kMr = 3;
+  static constexpr int kNr = 4;
+  static constexpr int kKcF32 = 512;
+  static constexpr int kKcBf16 = 512;
+  static constexpr int kNc = 96;
+  static constexpr int kMc = 64;
+  static constexpr int kPad = 32;  // Panel row padding (elements).
+  static constexpr int kGemvMaxM = 3;
+};
+
+}  // namespace
+
+#define TESSERA_HAS_BF16_DOT 0
+#include "kernels/cpu/internal/kernels_impl.inc"
+
+}  // namespace tessera::kernels::cpu::avx2

@@ -1,0 +1,114 @@
+// Plain-data interface between the dispatcher (kernels/ops.cc) and the
+// ISA-specific kernel files (kernels/cpu/*_kernels.cc). It includes nothing but
+// <cstdint> on purpose: the ISA files are compiled with -mavx512*/-mavx2, and
+// any inline function they pulled in from a shared header could be emitted
+// there with wide instructions and picked by the linker for every caller (an
+// ODR trap that would crash CPUs without those instructions).
+#pragma once
+
+#include <cstdint>
+
+namespace tessera::kernels::cpu {
+
+enum class WeightType : int32_t { kF32, kF16, kBF16, kQ8_0 };
+enum class CacheType : int32_t { kF32, kF16, kBF16 };
+
+// Tiling of the Linear kernels of one ISA (see the kernel files' headers).
+struct LinearTraits {
+  int32_t lanes;       // f32 lanes per vector register.
+  int32_t mr;          // Activation rows per register tile.
+  int32_t nr;          // Weight rows (outputs) per register tile.
+  int32_t kc_f32;      // K block of the f32-FMA GEMM (elements).
+  int32_t kc_bf16;     // K block of the bf16 dot-product GEMM (elements).
+  int32_t nc;          // Weight rows per L2 block.
+  int32_t mc;          // Activation rows per block.
+  int32_t gemv_max_m;  // m at or below which Linear streams W (no blocking).
+  bool has_bf16_dot;   // vdpbf16ps available (compiled in and enabled).
+};
+
+// One Linear call: y[m, n] = x[m, k] · W[n, k]ᵀ (+ bias).
+struct LinearProblem {
+  const float* x = nullptr;
+  int64_t m = 0;
+  int64_t ldx = 0;
+  const void* w = nullptr;
+  WeightType wtype = WeightType::kF32;
+  int64_t n = 0;
+  int64_t k = 0;
+  const float* bias = nullptr;
+  float* y = nullptr;
+  int64_t ldy = 0;
+  // Set for the bf16 dot-product path: x rounded to bf16, row stride ldxb.
+  const uint16_t* xb = nullptr;
+  int64_t ldxb = 0;
+};
+
+// Paged attention work item: query rows [row_begin, row_end) of one sequence
+// for all heads of kv head `kv_head`, over cache positions [t_begin, t_end).
+struct AttentionItem {
+  int32_t seq;
+  int32_t kv_head;
+  int32_t row_begin;
+  int32_t row_end;
+  int32_t t_begin;
+  int32_t t_end;
+  // >= 0: write unnormalized partials (max, sum, acc[head_dim]) per (row,
+  // head) at partials + partial_index * stride instead of the output.
+  int64_t partial_index;
+};
+
+struct AttentionProblem {
+  const float* q;
+  int64_t q_stride;
+  float* out;
+  int64_t out_stride;
+  const void* k_cache;
+  const void* v_cache;
+  CacheType cache_type;
+  int64_t block_size;
+  int64_t num_kv_heads;
+  int64_t head_dim;
+  int64_t num_heads;
+  float scale;
+  const int32_t* query_start;
+  const int32_t* context_len;
+  const int32_t* block_tables;
+  int64_t max_blocks_per_seq;
+  float* partials;  // See AttentionItem::partial_index.
+};
+
+// The entry points every ISA file provides (namespace avx512 / avx2).
+#define TESSERA_DECLARE_CPU_KERNELS(ns)                                        \
+  namespace ns {                                                               \
+  LinearTraits GetLinearTraits();                                              \
+  /* Per-thread scratch (floats) LinearRange needs for this problem. */        \
+  int64_t LinearScratchFloats(const LinearProblem& p);                         \
+  /* Outputs [n0, n1) for all m rows. */                                       \
+  void LinearRange(const LinearProblem& p, int64_t n0, int64_t n1,             \
+                   float* scratch);                                            \
+  /* Rows of x (stride ld) to bf16 (stride ldb), round to nearest even. */     \
+  void ConvertRowsToBF16(const float* x, int64_t rows, int64_t cols,           \
+                         int64_t ld, uint16_t* out, int64_t ldb);              \
+  void DequantizeRows(WeightType t, const void* w, int64_t cols,               \
+                      const int32_t* ids, int64_t n, float* out);              \
+  void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t n,   \
+               float eps, float* out);                                         \
+  void AddRmsNorm(float* residual, const float* delta, const float* weight,    \
+                  int64_t rows, int64_t n, float eps, float* out);             \
+  void SiluMul(const float* gate, const float* up, int64_t n, float* out);     \
+  /* False when head_dim is too large for the fast path. */                    \
+  bool Rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim,         \
+            int64_t row_stride, const int32_t* positions,                      \
+            const float* inv_freq, bool pairwise);                             \
+  void KvCacheWrite(CacheType t, void* k_cache, void* v_cache, int64_t row,    \
+                    const float* k, const float* v, int64_t tokens,            \
+                    int64_t kv_stride, const int32_t* slots);                  \
+  int64_t AttentionScratchFloats(const AttentionProblem& p, int64_t max_rows); \
+  void Attention(const AttentionProblem& p, const AttentionItem& item,         \
+                 float* scratch);                                              \
+  }
+
+TESSERA_DECLARE_CPU_KERNELS(avx512)
+TESSERA_DECLARE_CPU_KERNELS(avx2)
+
+}  // namespace tessera::kernels::cpu

@@ -1,0 +1,385 @@
+// Cross-backend tests: every op on every ISA this CPU supports against the
+// scalar reference (kernels/reference), on odd sizes.
+//
+// Tolerances: vector kernels sum in a different order than the reference
+// (lanes, then a horizontal reduction); the f32 rounding error of a dot
+// product is bounded by ~k·ε·Σ|x·w| and is typically √k·ε·Σ|x·w|, so we allow
+// 2e-5·Σ|x·w| (ε = 6e-8, k <= 1100). The bf16 dot-product path rounds the
+// activations to bf16 (relative error <= 2^-9 each), so it gets 2^-8·Σ|x·w|.
+// Elementwise ops use a vector exp / f32 sum of squares: a few ulps.
+#include "kernels/ops.h"
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "base/random.h"
+#include "gtest/gtest.h"
+#include "kernels/reference/reference_ops.h"
+#include "kernels/thread_pool.h"
+
+namespace tessera::kernels {
+namespace {
+
+std::vector<Isa> SupportedIsas() {
+  std::vector<Isa> isas = {Isa::kScalar};
+  if (IsaSupported(Isa::kAvx2)) isas.push_back(Isa::kAvx2);
+  if (IsaSupported(Isa::kAvx512)) isas.push_back(Isa::kAvx512);
+  return isas;
+}
+
+std::vector<float> RandomVector(int64_t n, uint64_t seed, float scale = 1.0f) {
+  SplitMix64 rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = (rng.Uniform() * 2.0f - 1.0f) * scale;
+  return v;
+}
+
+// A [n, k] weight of `dtype` with random values.
+Tensor RandomWeight(DType dtype, int64_t n, int64_t k, uint64_t seed) {
+  Tensor w = Tensor::Empty(dtype, {n, k});
+  SplitMix64 rng(seed);
+  if (dtype == DType::kQ8_0) {
+    uint8_t* p = w.data<uint8_t>();
+    for (int64_t b = 0; b < n * k / 32; ++b) {
+      const uint16_t d = FloatToHalf(0.001f + 0.02f * rng.Uniform());
+      std::memcpy(p + b * 34, &d, 2);
+      for (int j = 0; j < 32; ++j) {
+        p[b * 34 + 2 + j] =
+            static_cast<uint8_t>(static_cast<int8_t>(rng.Next() % 255 - 127));
+      }
+    }
+    return w;
+  }
+  for (int64_t i = 0; i < n * k; ++i) {
+    const float v = rng.Uniform() * 2.0f - 1.0f;
+    if (dtype == DType::kF32) w.data<float>()[i] = v;
+    if (dtype == DType::kF16) w.data<uint16_t>()[i] = FloatToHalf(v);
+    if (dtype == DType::kBF16) w.data<uint16_t>()[i] = FloatToBF16(v);
+  }
+  return w;
+}
+
+struct LinearCase {
+  DType dtype;
+  int64_t m, n, k;
+};
+
+class LinearTest : public ::testing::TestWithParam<LinearCase> {};
+
+void CheckLinear(const LinearCase& c, Isa isa, bool exact, ThreadPool* pool) {
+  const int64_t ldx = c.k + 3, ldy = c.n + 5;
+  const std::vector<float> x = RandomVector(c.m * ldx, 1 + c.m * 7 + c.k);
+  const std::vector<float> bias = RandomVector(c.n, 99);
+  const Tensor w = RandomWeight(c.dtype, c.n, c.k, 2 + c.n);
+  std::vector<float> ref(c.m * ldy, 0.0f), got(c.m * ldy, -7.0f);
+  ASSERT_TRUE(
+      reference::Linear(x.data(), c.m, ldx, w, bias.data(), ref.data(), ldy)
+          .ok());
+  Context ctx{pool, isa, exact};
+  ASSERT_TRUE(
+      Linear(ctx, x.data(), c.m, ldx, w, bias.data(), got.data(), ldy).ok());
+  // Error scale per output: Σ|x·w|.
+  std::vector<float> row(c.k);
+  const bool bf16_dot = c.dtype == DType::kBF16 && !exact;
+  for (int64_t j = 0; j < c.n; ++j) {
+    reference::DequantizeRow(c.dtype, w.raw_data(), c.k, j, row.data());
+    for (int64_t i = 0; i < c.m; ++i) {
+      double s = 0.0;
+      for (int64_t q = 0; q < c.k; ++q) s += std::fabs(x[i * ldx + q] * row[q]);
+      const double tol = (bf16_dot ? 1.0 / 256 : 2e-5) * s + 1e-6;
+      ASSERT_NEAR(got[i * ldy + j], ref[i * ldy + j], tol)
+          << IsaName(isa) << " " << DTypeName(c.dtype) << " m=" << c.m
+          << " n=" << c.n << " k=" << c.k << " at (" << i << "," << j << ")";
+    }
+    // Padding between rows is untouched.
+  }
+  for (int64_t i = 0; i < c.m; ++i) {
+    for (int64_t j = c.n; j < ldy; ++j) ASSERT_EQ(got[i * ldy + j], -7.0f);
+  }
+}
+
+TEST_P(LinearTest, MatchesReferenceOnEveryIsa) {
+  ThreadPool pool(3);
+  const bool q8 = GetParam().dtype == DType::kQ8_0;
+  for (int64_t n : {1, 7, 13, 101}) {
+    for (int64_t k : {q8 ? 32 : 1, q8 ? 64 : 15, 96, q8 ? 1088 : 1100}) {
+      LinearCase c = GetParam();
+      c.n = n;
+      c.k = k;
+      if (c.m * n * k > 2'000'000) continue;
+      for (Isa isa : SupportedIsas()) {
+        CheckLinear(c, isa, /*exact=*/false, nullptr);
+        CheckLinear(c, isa, /*exact=*/false, &pool);
+        if (c.dtype == DType::kBF16) {
+          CheckLinear(c, isa, /*exact=*/true, &pool);
+        }
+      }
+    }
+  }
+}
+
+std::vector<LinearCase> LinearCases() {
+  std::vector<LinearCase> cases;
+  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0}) {
+    for (int64_t m : {1, 2, 3, 4, 5, 17, 40}) cases.push_back({dt, m, 0, 0});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest, ::testing::ValuesIn(LinearCases()),
+                         [](const ::testing::TestParamInfo<LinearCase>& info) {
+                           return std::string(DTypeName(info.param.dtype)) +
+                                  "_m" + std::to_string(info.param.m);
+                         });
+
+TEST(LinearTest, RejectsBadInput) {
+  std::vector<float> x(64), y(64);
+  const Tensor i32 = Tensor::Zeros(DType::kI32, {2, 4});
+  EXPECT_EQ(Linear({}, x.data(), 1, 4, i32, nullptr, y.data(), 2).code(),
+            absl::StatusCode::kInvalidArgument);
+  const Tensor q8 = Tensor::Zeros(DType::kF32, {2, 8, 1});
+  EXPECT_EQ(Linear({}, x.data(), 1, 8, q8, nullptr, y.data(), 2).code(),
+            absl::StatusCode::kInvalidArgument);
+  const Tensor f = Tensor::Zeros(DType::kF32, {2, 8});
+  EXPECT_EQ(Linear({}, x.data(), 1, 4, f, nullptr, y.data(), 2).code(),
+            absl::StatusCode::kInvalidArgument);  // ldx < k.
+}
+
+TEST(FusedOpsTest, NormsMatchReference) {
+  for (Isa isa : SupportedIsas()) {
+    for (int64_t n : {1, 7, 16, 33, 100, 2048}) {
+      const int64_t rows = 5;
+      const std::vector<float> x = RandomVector(rows * n, n, 3.0f);
+      const std::vector<float> w = RandomVector(n, n + 1);
+      const std::vector<float> d = RandomVector(rows * n, n + 2);
+      std::vector<float> ref(rows * n), got(rows * n);
+      reference::RmsNorm(x.data(), w.data(), rows, n, 1e-5f, ref.data());
+      RmsNorm({nullptr, isa}, x.data(), w.data(), rows, n, 1e-5f, got.data());
+      for (int64_t i = 0; i < rows * n; ++i) {
+        ASSERT_NEAR(got[i], ref[i], 1e-5f * (1.0f + std::fabs(ref[i])))
+            << IsaName(isa) << " n=" << n;
+      }
+      std::vector<float> res_ref = x, res_got = x;
+      reference::AddRmsNorm(res_ref.data(), d.data(), w.data(), rows, n, 1e-6f,
+                            ref.data());
+      AddRmsNorm({nullptr, isa}, res_got.data(), d.data(), w.data(), rows, n,
+                 1e-6f, got.data());
+      for (int64_t i = 0; i < rows * n; ++i) {
+        ASSERT_EQ(res_got[i], res_ref[i]);  // One f32 add: exact.
+        ASSERT_NEAR(got[i], ref[i], 1e-5f * (1.0f + std::fabs(ref[i])));
+      }
+    }
+  }
+}
+
+TEST(FusedOpsTest, InPlaceRmsNorm) {
+  const std::vector<float> x = RandomVector(3 * 40, 5);
+  const std::vector<float> w = RandomVector(40, 6);
+  std::vector<float> ref(x.size()), inplace = x;
+  reference::RmsNorm(x.data(), w.data(), 3, 40, 1e-5f, ref.data());
+  RmsNorm({}, inplace.data(), w.data(), 3, 40, 1e-5f, inplace.data());
+  for (size_t i = 0; i < x.size(); ++i) {
+    EXPECT_NEAR(inplace[i], ref[i], 1e-5f * (1.0f + std::fabs(ref[i])));
+  }
+}
+
+TEST(FusedOpsTest, SiluMulMatchesReference) {
+  for (int64_t n : {1, 9, 31, 1000}) {
+    std::vector<float> g = RandomVector(n, n, 20.0f);
+    g[0] = -95.0f;  // Deep in the exp clamp.
+    const std::vector<float> u = RandomVector(n, n + 1, 2.0f);
+    std::vector<float> ref(n), got(n);
+    reference::SiluMul(g.data(), u.data(), n, ref.data());
+    SiluMul(g.data(), u.data(), n, got.data());
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_NEAR(got[i], ref[i], 2e-6f * (1.0f + std::fabs(ref[i]))) << i;
+    }
+  }
+}
+
+TEST(FusedOpsTest, RopeMatchesReference) {
+  for (bool pairwise : {true, false}) {
+    for (int64_t head_dim : {2, 6, 32, 64, 128}) {
+      const int64_t tokens = 3, heads = 3, stride = heads * head_dim + 4;
+      std::vector<float> x = RandomVector(tokens * stride, head_dim);
+      std::vector<float> inv(head_dim / 2);
+      for (int64_t i = 0; i < head_dim / 2; ++i) {
+        inv[i] = std::pow(10000.0f, -2.0f * i / head_dim);
+      }
+      const int32_t pos[] = {0, 17, 4095};
+      std::vector<float> ref = x, got = x;
+      reference::Rope(ref.data(), tokens, heads, head_dim, stride, pos,
+                      inv.data(), pairwise);
+      Rope(got.data(), tokens, heads, head_dim, stride, pos, inv.data(),
+           pairwise);
+      for (size_t i = 0; i < x.size(); ++i) {
+        ASSERT_NEAR(got[i], ref[i], 1e-6f) << pairwise << " " << head_dim;
+      }
+    }
+  }
+}
+
+TEST(EmbeddingTest, MatchesReferenceAndRejectsBadIds) {
+  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0}) {
+    const Tensor table = RandomWeight(dt, 50, 96, 3);
+    const int32_t ids[] = {0, 49, 7, 7};
+    std::vector<float> ref(4 * 96), got(4 * 96);
+    ASSERT_TRUE(reference::EmbeddingLookup(table, ids, 4, ref.data()).ok());
+    ASSERT_TRUE(EmbeddingLookup(table, ids, 4, got.data()).ok());
+    EXPECT_EQ(ref, got) << DTypeName(dt);  // Exact conversions.
+    const int32_t bad[] = {3, 50};
+    EXPECT_EQ(EmbeddingLookup(table, bad, 2, got.data()).code(),
+              absl::StatusCode::kInvalidArgument);
+    const int32_t neg[] = {-1};
+    EXPECT_EQ(EmbeddingLookup(table, neg, 1, got.data()).code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST(RouterTest, TopKMatchesReference) {
+  const int64_t tokens = 9, experts = 8, k = 2;
+  std::vector<float> logits = RandomVector(tokens * experts, 11, 3.0f);
+  logits[3] = logits[5];  // A tie: lower id first.
+  std::vector<int32_t> ids_ref(tokens * k), ids(tokens * k);
+  std::vector<float> w_ref(tokens * k), w(tokens * k);
+  reference::RouterTopK(logits.data(), tokens, experts, k, ids_ref.data(),
+                        w_ref.data());
+  RouterTopK(logits.data(), tokens, experts, k, ids.data(), w.data());
+  EXPECT_EQ(ids, ids_ref);
+  EXPECT_EQ(w, w_ref);
+  for (int64_t t = 0; t < tokens; ++t) {
+    EXPECT_NEAR(w[t * k] + w[t * k + 1], 1.0f, 1e-6f);
+    EXPECT_GE(w[t * k], w[t * k + 1]);
+  }
+}
+
+// ---- KV cache and attention ----
+
+struct AttnSetup {
+  DType dtype;
+  int64_t block_size, kv_heads, heads, head_dim;
+  std::vector<int32_t> q_lens, ctx_lens;
+};
+
+class AttentionTest : public ::testing::TestWithParam<AttnSetup> {};
+
+TEST_P(AttentionTest, MatchesReferenceAndIsThreadCountInvariant) {
+  const AttnSetup& a = GetParam();
+  const int64_t seqs = static_cast<int64_t>(a.q_lens.size());
+  const int64_t row = a.kv_heads * a.head_dim;
+  int64_t max_blocks = 0;
+  for (int32_t c : a.ctx_lens) {
+    max_blocks =
+        std::max<int64_t>(max_blocks, (c + a.block_size - 1) / a.block_size);
+  }
+  const int64_t total_blocks = seqs * max_blocks;
+  // Blocks handed out in a scrambled order.
+  std::vector<int32_t> tables(seqs * max_blocks);
+  for (int64_t i = 0; i < seqs * max_blocks; ++i) {
+    tables[i] = static_cast<int32_t>((i * 7 + 3) % total_blocks);
+  }
+  const int64_t elem = a.dtype == DType::kF32 ? 4 : 2;
+  std::vector<uint8_t> kc(total_blocks * a.block_size * row * elem),
+      vc(kc.size());
+  KvCacheView cache{a.dtype,      kc.data(),  vc.data(),
+                    a.block_size, a.kv_heads, a.head_dim};
+  // Write every context token through KvCacheWrite (vs the reference write).
+  std::vector<uint8_t> kc_ref(kc.size()), vc_ref(kc.size());
+  KvCacheView cache_ref = cache;
+  cache_ref.k = kc_ref.data();
+  cache_ref.v = vc_ref.data();
+  for (int64_t s = 0; s < seqs; ++s) {
+    const int64_t ctx = a.ctx_lens[s];
+    const std::vector<float> k = RandomVector(ctx * (row + 1), 100 + s);
+    const std::vector<float> v = RandomVector(ctx * (row + 1), 200 + s);
+    std::vector<int32_t> slots(ctx);
+    for (int64_t t = 0; t < ctx; ++t) {
+      slots[t] = tables[s * max_blocks + t / a.block_size] * a.block_size +
+                 t % a.block_size;
+    }
+    KvCacheWrite(cache, k.data(), v.data(), ctx, row + 1, slots.data());
+    reference::KvCacheWrite(cache_ref, k.data(), v.data(), ctx, row + 1,
+                            slots.data());
+  }
+  ASSERT_EQ(kc, kc_ref);
+  ASSERT_EQ(vc, vc_ref);
+
+  std::vector<int32_t> qstart(seqs + 1, 0);
+  for (int64_t s = 0; s < seqs; ++s) qstart[s + 1] = qstart[s] + a.q_lens[s];
+  const int64_t rows = qstart[seqs];
+  const int64_t qs = a.heads * a.head_dim + 2;
+  const std::vector<float> q = RandomVector(rows * qs, 7, 2.0f);
+  AttentionBatch batch{seqs, qstart.data(), a.ctx_lens.data(), tables.data(),
+                       max_blocks};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
+  std::vector<float> ref(rows * qs, 0.0f);
+  ASSERT_TRUE(reference::PagedAttention(q.data(), qs, cache, batch, a.heads,
+                                        scale, ref.data(), qs)
+                  .ok());
+  ThreadPool pool3(3);
+  for (Isa isa : SupportedIsas()) {
+    std::vector<float> one(rows * qs, 0.0f), three(rows * qs, 0.0f);
+    ASSERT_TRUE(PagedAttention({nullptr, isa}, q.data(), qs, cache, batch,
+                               a.heads, scale, one.data(), qs)
+                    .ok());
+    ASSERT_TRUE(PagedAttention({&pool3, isa}, q.data(), qs, cache, batch,
+                               a.heads, scale, three.data(), qs)
+                    .ok());
+    EXPECT_EQ(one, three) << IsaName(isa);
+    for (int64_t i = 0; i < rows * qs; ++i) {
+      ASSERT_NEAR(one[i], ref[i], 2e-5f) << IsaName(isa) << " at " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Batches, AttentionTest,
+    ::testing::Values(
+        // Decode rows with long contexts (split over the context) + prefill.
+        AttnSetup{DType::kF32, 16, 2, 8, 64, {1, 37, 1}, {1300, 37, 5}},
+        AttnSetup{DType::kF16, 16, 2, 4, 40, {1, 20}, {700, 50}},
+        AttnSetup{DType::kBF16, 8, 1, 3, 24, {2, 5, 1}, {1030, 5, 1}},
+        AttnSetup{DType::kF32, 32, 4, 4, 128, {19}, {19}}));
+
+TEST(AttentionTest, RejectsInconsistentBatch) {
+  std::vector<float> kv(64);
+  KvCacheView cache{DType::kF32, kv.data(), kv.data(), 4, 1, 4};
+  const int32_t qstart[] = {0, 3};
+  const int32_t ctx[] = {2};  // Fewer cached tokens than queries.
+  const int32_t table[] = {0};
+  AttentionBatch batch{1, qstart, ctx, table, 1};
+  std::vector<float> q(12), out(12);
+  EXPECT_EQ(
+      PagedAttention({}, q.data(), 4, cache, batch, 1, 1.0f, out.data(), 4)
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      PagedAttention({}, q.data(), 4, cache, batch, 3, 1.0f, out.data(), 4)
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ThreadPoolTest, CoversRangeOnceWithNesting) {
+  ThreadPool pool(3);
+  EXPECT_EQ(pool.size(), 3);
+  for (int64_t n : {0, 1, 2, 5, 1000}) {
+    std::vector<int> hits(n, 0);
+    pool.ParallelFor(n, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) ++hits[i];
+      pool.ParallelFor(2, [](int64_t, int64_t) {});  // Nested: inline.
+    });
+    for (int h : hits) EXPECT_EQ(h, 1);
+  }
+  std::atomic<int64_t> sum{0};
+  for (int rep = 0; rep < 200; ++rep) {
+    pool.ParallelForChunks(100, 17, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) sum += i;
+    });
+  }
+  EXPECT_EQ(sum.load(), 200 * 4950);
+}
+
+}  // namespace
+}  // namespace tessera::kernels
