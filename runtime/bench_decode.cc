@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "base/status.h"
 #include "fmt/format.h"
-#include "kernels/bench/kernels_bench.h"
+#include "kernels/machine_peaks.h"
+#include "kernels/thread_pool.h"
 #include "runtime/cpu_model_runner.h"
 #include "runtime/generate.h"
 
@@ -99,9 +101,11 @@ absl::Status RunBenchDecode(const Model& model, const BenchDecodeOptions& o,
       best.prompt_tokens = s.prompt_tokens;
     }
   }
-  const int threads = o.threads > 0 ? o.threads : 0;
-  const kernels::bench::MachinePeaks peaks =
-      kernels::bench::MeasureMachinePeaks(threads, 0.3);
+  kernels::ThreadPool pool(o.threads > 0
+                               ? o.threads
+                               : static_cast<int>(std::max(
+                                     1u, std::thread::hardware_concurrency())));
+  const kernels::MachinePeaks peaks = kernels::MeasureMachinePeaks(pool, 0.3);
 
   const int64_t mid_context = o.prompt_tokens + o.decode_tokens / 2;
   const double bytes = DecodeBytesPerToken(c, model.weights, mid_context);

@@ -15,8 +15,9 @@ absl::StatusOr<GenerateStats> Generate(
     const std::function<void(int32_t)>& on_token) {
   using Clock = std::chrono::steady_clock;
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
-  const int64_t total =
-      static_cast<int64_t>(prompt.size()) + options.max_tokens;
+  // The last sampled token is never fed back: it needs no KV slot or position.
+  const int64_t total = static_cast<int64_t>(prompt.size()) +
+                        std::max<int64_t>(options.max_tokens, 1) - 1;
   const int64_t blocks =
       (total + runner.block_size() - 1) / runner.block_size();
   if (blocks > runner.num_kv_blocks()) {

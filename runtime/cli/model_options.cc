@@ -36,7 +36,7 @@ absl::StatusOr<LoadedModel> LoadModelAndTokenizer(const ModelOptions& options) {
     ASSIGN_OR_RETURN(Model demo,
                      SynthesizeModel("demo", DType::kF32, kDemoSeed));
     loaded.model = std::make_unique<Model>(std::move(demo));
-    if (options.tokenizer.empty()) loaded.tokenizer = MakeByteTokenizer();
+    if (options.tokenizer.empty()) loaded.tokenizer = NewByteTokenizer();
   } else {
     ASSIGN_OR_RETURN(Model model, LoadModel(options.model));
     loaded.model = std::make_unique<Model>(std::move(model));

@@ -13,6 +13,7 @@
 #include "runtime/cli/internal/model_options.h"
 #include "runtime/cpu_model_runner.h"
 #include "runtime/generate.h"
+#include "runtime/tokenizer.h"
 
 namespace tessera::cli {
 namespace {
@@ -68,11 +69,17 @@ absl::Status Run(const RunOptions& o) {
                      loaded.tokenizer->Encode(o.prompt, /*add_special=*/true,
                                               /*parse_special=*/false));
   }
+  const int64_t context = model.config.max_position_embeddings;
+  if (static_cast<int64_t>(prompt.size()) >= context) {
+    return absl::InvalidArgumentError(
+        fmt::format("the prompt has {} tokens; the model's context is {}",
+                    prompt.size(), context));
+  }
   RunnerOptions ro;
   ro.threads = o.model.threads;
-  ro.max_model_len =
-      std::min<int64_t>(model.config.max_position_embeddings,
-                        static_cast<int64_t>(prompt.size()) + o.max_tokens);
+  // The last generated token needs no KV slot.
+  ro.max_model_len = std::min<int64_t>(
+      context, static_cast<int64_t>(prompt.size()) + o.max_tokens - 1);
   ro.num_kv_blocks = (ro.max_model_len + ro.block_size - 1) / ro.block_size;
   ro.max_num_seqs = 1;
   ro.max_num_batched_tokens =
@@ -82,7 +89,7 @@ absl::Status Run(const RunOptions& o) {
 
   GenerateOptions go;
   go.max_tokens = std::min<int64_t>(
-      o.max_tokens, ro.max_model_len - static_cast<int64_t>(prompt.size()));
+      o.max_tokens, ro.max_model_len - static_cast<int64_t>(prompt.size()) + 1);
   go.prefill_chunk = ro.max_num_batched_tokens;
   go.sampling.temperature = o.temperature;
   go.sampling.top_p = o.top_p;
@@ -95,17 +102,20 @@ absl::Status Run(const RunOptions& o) {
   std::vector<int32_t> generated;
   std::unique_ptr<IncrementalDetokenizer> detok;
   if (!o.print_ids && loaded.tokenizer != nullptr) {
-    detok = std::make_unique<IncrementalDetokenizer>(*loaded.tokenizer);
+    detok = std::make_unique<IncrementalDetokenizer>(
+        *loaded.tokenizer, /*skip_special=*/true, prompt);
   }
-  ASSIGN_OR_RETURN(GenerateStats stats,
-                   Generate(*runner, prompt, go, [&](int32_t token) {
-                     generated.push_back(token);
-                     if (detok != nullptr) {
-                       const std::string piece = detok->Push(token);
-                       std::fwrite(piece.data(), 1, piece.size(), stdout);
-                       std::fflush(stdout);
-                     }
-                   }));
+  ASSIGN_OR_RETURN(
+      GenerateStats stats, Generate(*runner, prompt, go, [&](int32_t token) {
+        generated.push_back(token);
+        if (detok != nullptr) {
+          // Ids come from the model's own vocabulary, so Push cannot fail
+          // except for ids beyond the tokenizer's: print nothing for those.
+          const absl::StatusOr<std::string> piece = detok->Push(token);
+          if (piece.ok()) std::fwrite(piece->data(), 1, piece->size(), stdout);
+          std::fflush(stdout);
+        }
+      }));
   if (o.print_ids || detok == nullptr) {
     std::printf("%s\n", fmt::format("{}", fmt::join(generated, " ")).c_str());
   } else {

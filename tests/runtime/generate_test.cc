@@ -52,7 +52,7 @@ std::vector<int32_t> GreedyIds(const Model& model,
                                std::vector<int32_t> stop_ids,
                                DType kv_dtype = DType::kF32) {
   RunnerOptions ro;
-  ro.max_model_len = static_cast<int64_t>(prompt.size()) + max_tokens;
+  ro.max_model_len = static_cast<int64_t>(prompt.size()) + max_tokens - 1;
   ro.num_kv_blocks = (ro.max_model_len + ro.block_size - 1) / ro.block_size;
   ro.max_num_seqs = 1;
   ro.max_num_batched_tokens = 64;

@@ -1,0 +1,202 @@
+// Methodology:
+// - Bandwidth: every thread streams its share of a 512 MiB buffer with 512-bit
+// (or
+//   256-bit) loads as 8 independent XOR chains (one core needs several streams
+//   to keep enough misses in flight), best of several passes.
+// - Peaks: register-only loops of 16 independent FMA / vdpbf16ps chains per
+// thread
+//   (a 16-lane FMA = 32 flop, a 16-lane vdpbf16ps = 64 flop).
+#include "kernels/machine_peaks.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "kernels/cpu_features.h"
+
+namespace tessera::kernels {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kBandwidthBytes = int64_t{512} << 20;
+constexpr int64_t kPeakIters = 1'000'000;
+
+template <class Fn>
+double BestSeconds(double min_seconds, Fn&& fn) {
+  fn();  // Warm-up.
+  double best = 1e30;
+  const auto start = Clock::now();
+  for (int reps = 0;
+       reps < 3 || std::chrono::duration<double>(Clock::now() - start).count() <
+                       min_seconds;
+       ++reps) {
+    const auto t0 = Clock::now();
+    fn();
+    best = std::min(best,
+                    std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return best;
+}
+
+__attribute__((target("avx512f"))) uint64_t ReadAvx512(const uint8_t* p,
+                                                       int64_t bytes) {
+  const int64_t part = bytes / 8 / 64 * 64;
+  __m512i a[8];
+  for (int j = 0; j < 8; ++j) a[j] = _mm512_setzero_si512();
+  for (int64_t i = 0; i < part; i += 64) {
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      a[j] = _mm512_xor_si512(
+          a[j], _mm512_load_si512(
+                    reinterpret_cast<const __m512i*>(p + j * part + i)));
+    }
+  }
+  for (int j = 1; j < 8; ++j) a[0] = _mm512_xor_si512(a[0], a[j]);
+  return static_cast<uint64_t>(_mm512_reduce_add_epi64(a[0]));
+}
+
+__attribute__((target("avx2"))) uint64_t ReadAvx2(const uint8_t* p,
+                                                  int64_t bytes) {
+  const int64_t part = bytes / 8 / 32 * 32;
+  __m256i a[8];
+  for (int j = 0; j < 8; ++j) a[j] = _mm256_setzero_si256();
+  for (int64_t i = 0; i < part; i += 32) {
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      a[j] = _mm256_xor_si256(
+          a[j], _mm256_load_si256(
+                    reinterpret_cast<const __m256i*>(p + j * part + i)));
+    }
+  }
+  for (int j = 1; j < 8; ++j) a[0] = _mm256_xor_si256(a[0], a[j]);
+  return static_cast<uint64_t>(_mm256_extract_epi64(a[0], 0));
+}
+
+uint64_t ReadScalar(const uint8_t* p, int64_t bytes) {
+  uint64_t acc = 0;
+  for (int64_t i = 0; i + 8 <= bytes; i += 8) {
+    uint64_t v;
+    std::memcpy(&v, p + i, 8);
+    acc ^= v;
+  }
+  return acc;
+}
+
+__attribute__((target("avx512f"))) void FmaLoopAvx512(int64_t iters,
+                                                      float* sink) {
+  __m512 acc[16];
+  for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
+  const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(0.0001f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+  }
+  __m512 s = acc[0];
+  for (int i = 1; i < 16; ++i) s = _mm512_add_ps(s, acc[i]);
+  *sink += _mm512_reduce_add_ps(s);
+}
+
+__attribute__((target("avx2,fma"))) void FmaLoopAvx2(int64_t iters,
+                                                     float* sink) {
+  __m256 acc[16];
+  for (int i = 0; i < 16; ++i) acc[i] = _mm256_set1_ps(0.001f * i);
+  const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(0.0001f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+  }
+  float lanes[8];
+  __m256 s = acc[0];
+  for (int i = 1; i < 16; ++i) s = _mm256_add_ps(s, acc[i]);
+  _mm256_storeu_ps(lanes, s);
+  for (float v : lanes) *sink += v;
+}
+
+__attribute__((target("avx512f,avx512bf16"))) void Bf16Loop(int64_t iters,
+                                                            float* sink) {
+  __m512 acc[16];
+  for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
+  const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3c00);
+  const __m512bh b = (__m512bh)_mm512_set1_epi16(0x3a00);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+  }
+  __m512 s = acc[0];
+  for (int i = 1; i < 16; ++i) s = _mm512_add_ps(s, acc[i]);
+  *sink += _mm512_reduce_add_ps(s);
+}
+
+}  // namespace
+
+double MeasureReadBandwidthGBs(ThreadPool& pool, double min_seconds) {
+  const int threads = pool.size();
+  std::unique_ptr<uint8_t, decltype(&std::free)> buf(
+      static_cast<uint8_t*>(std::aligned_alloc(64, kBandwidthBytes)),
+      &std::free);
+  std::memset(buf.get(), 1, kBandwidthBytes);
+  std::vector<uint64_t> sinks(threads * 8);  // One cache line per thread.
+  const CpuFeatures& f = GetCpuFeatures();
+  const int64_t chunk = kBandwidthBytes / threads / 512 * 512;
+  auto pass = [&] {
+    pool.ParallelFor(threads, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const uint8_t* p = buf.get() + t * chunk;
+        sinks[t * 8] += f.HasAvx512() ? ReadAvx512(p, chunk)
+                        : f.avx2      ? ReadAvx2(p, chunk)
+                                      : ReadScalar(p, chunk);
+      }
+    });
+  };
+  return static_cast<double>(chunk * threads) / BestSeconds(min_seconds, pass) /
+         1e9;
+}
+
+double MeasureF32PeakGFlops(ThreadPool& pool, double min_seconds) {
+  const CpuFeatures& f = GetCpuFeatures();
+  if (!f.HasAvx512() && !f.HasAvx2()) return 0;
+  const int threads = pool.size();
+  std::vector<float> sinks(threads * 16);
+  const bool wide = f.HasAvx512();
+  auto pass = [&] {
+    pool.ParallelFor(threads, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        wide ? FmaLoopAvx512(kPeakIters, &sinks[i * 16])
+             : FmaLoopAvx2(kPeakIters, &sinks[i * 16]);
+      }
+    });
+  };
+  const double flop = kPeakIters * 16.0 * (wide ? 32.0 : 16.0) * threads;
+  return flop / BestSeconds(min_seconds, pass) / 1e9;
+}
+
+double MeasureBf16PeakGFlops(ThreadPool& pool, double min_seconds) {
+  const CpuFeatures& f = GetCpuFeatures();
+  if (!f.HasAvx512() || !f.avx512_bf16) return 0;
+  const int threads = pool.size();
+  std::vector<float> sinks(threads * 16);
+  auto pass = [&] {
+    pool.ParallelFor(threads, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) Bf16Loop(kPeakIters, &sinks[i * 16]);
+    });
+  };
+  return kPeakIters * 16.0 * 64.0 * threads / BestSeconds(min_seconds, pass) /
+         1e9;
+}
+
+MachinePeaks MeasureMachinePeaks(ThreadPool& pool, double min_seconds) {
+  MachinePeaks p;
+  p.read_gbs = MeasureReadBandwidthGBs(pool, min_seconds);
+  p.f32_gflops = MeasureF32PeakGFlops(pool, min_seconds);
+  p.bf16_gflops = MeasureBf16PeakGFlops(pool, min_seconds);
+  return p;
+}
+
+}  // namespace tessera::kernels
