@@ -53,6 +53,7 @@ struct Sequence {
   // Set by the scheduler when first admitted (for queue-time metrics).
   std::chrono::steady_clock::time_point first_scheduled;
   bool was_scheduled = false;
+  void* owner = nullptr;  // The engine's request (opaque to the scheduler).
 
   int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
   int64_t num_output() const { return num_tokens() - num_prompt; }
