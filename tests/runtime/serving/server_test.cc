@@ -11,7 +11,9 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "runtime/bench_serve.h"
 #include "tests/runtime/serving/fakes.h"
+#include "tests/util/test_util.h"
 
 namespace tessera {
 namespace {
@@ -548,6 +550,82 @@ TEST(ServerTest, ShutdownDrainsInFlightThenRefuses) {
   json j = json::parse(body, nullptr, false);
   ASSERT_TRUE(j.is_object()) << body;
   EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+}
+
+TEST(BenchServeTest, ReportsAgainstLoopbackServer) {
+  ServerFixture f({.num_blocks = 1024, .block_size = 16});
+  BenchServeOptions o;
+  o.base_url = fmt::format("http://127.0.0.1:{}", f.server().port());
+  o.num_prompts = 20;
+  o.max_concurrency = 8;
+  o.random_input_len = 40;
+  o.random_output_len = 10;
+  o.random_range_ratio = 0.5;
+  o.goodput_ttft_ms = 60000;
+  auto report = RunBenchServe(o);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->model, "fake-model");
+  EXPECT_EQ(report->completed, 20);
+  EXPECT_EQ(report->failed, 0);
+  EXPECT_EQ(report->good, 20);
+  int64_t input = 0;
+  for (const auto& r : report->results) {
+    EXPECT_GE(r.prompt_len, 20);
+    EXPECT_LE(r.prompt_len, 60);
+    input += r.prompt_len;
+  }
+  EXPECT_EQ(report->total_input, input);
+  EXPECT_GE(report->total_output, 20 * 5);
+  const std::string text = FormatBenchServeReport(*report);
+  for (const char* label :
+       {"============ Serving Benchmark Result ============",
+        "Successful requests:                     20",
+        "Failed requests:                         0",
+        "Maximum request concurrency:             8", "Benchmark duration (s):",
+        "Total input tokens:", "Total generated tokens:",
+        "Request throughput (req/s):", "Request goodput (req/s):",
+        "Output token throughput (tok/s):", "Total Token throughput (tok/s):",
+        "---------------Time to First Token----------------",
+        "Mean TTFT (ms):", "Median TTFT (ms):", "P99 TTFT (ms):",
+        "-----Time per Output Token (excl. 1st token)------",
+        "Mean TPOT (ms):", "Mean ITL (ms):", "P99 E2EL (ms):"}) {
+    EXPECT_NE(text.find(label), std::string::npos) << label << "\n" << text;
+  }
+  json j = json::parse(BenchServeReportJson(*report));
+  EXPECT_EQ(j["completed"], 20);
+  EXPECT_EQ(j["ttfts"].size(), 20u);
+  f.WaitIdle();
+  EXPECT_DOUBLE_EQ(f.metrics().kv_cache_usage_perc->value(), 0.0);
+}
+
+TEST(BenchServeTest, CliRunsAndCountsFailures) {
+  ServerFixture f;
+  const std::string url = fmt::format("http://127.0.0.1:{}", f.server().port());
+  auto r = testing::RunCommand(
+      ::tessera::testing::TesseraBin() + " bench serve --base-url " + url +
+      " --num-prompts 4 --random-input-len 8 --random-output-len 4"
+      " --request-rate 1000 --seed 3");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("Successful requests:                     4"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("Request rate configured (RPS):           1000.00"),
+            std::string::npos)
+      << r.out;
+  // Prompts longer than max_model_len (512) fail with 400, counted.
+  r = testing::RunCommand(::tessera::testing::TesseraBin() +
+                          " bench serve --base-url " + url +
+                          " --num-prompts 2 --random-input-len 600"
+                          " --random-output-len 4");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("Failed requests:                         2"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.err.find("HTTP 400"), std::string::npos) << r.err;
+  r = testing::RunCommand(::tessera::testing::TesseraBin() +
+                          " bench serve --base-url " + url +
+                          " --goodput bogus:1");
+  EXPECT_EQ(r.exit_code, 2);
 }
 
 }  // namespace
