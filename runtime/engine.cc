@@ -180,7 +180,17 @@ void Engine::Shutdown(Clock::time_point deadline) {
     stop_ = true;
   }
   cv_.notify_one();
-  if (thread_.joinable()) thread_.join();
+  if (!thread_.joinable()) return;
+  thread_.join();
+  const EngineStats st = stats();
+  if (st.num_steps > 0) {
+    spdlog::info(
+        "engine: {} steps; per step {:.1f} us in the model, {:.1f} us "
+        "elsewhere ({:.1f} us scheduling); {} preemptions",
+        st.num_steps, 1e6 * st.step_seconds / st.num_steps,
+        1e6 * st.scheduler_seconds / st.num_steps,
+        1e6 * st.schedule_seconds / st.num_steps, st.num_preemptions);
+  }
 }
 
 EngineStats Engine::stats() const {
@@ -195,6 +205,7 @@ EngineStats Engine::stats() const {
   s.num_live_requests = stat_live_.load();
   s.scheduler_seconds = stat_sched_seconds_.load();
   s.step_seconds = stat_step_seconds_.load();
+  s.schedule_seconds = stat_schedule_seconds_.load();
   return s;
 }
 
@@ -282,6 +293,8 @@ void Engine::RunStep() {
     return;
   }
   scheduler_.OnStepDone();
+  stat_schedule_seconds_.fetch_add(
+      std::chrono::duration<double>((t1 - t0) + (Clock::now() - t2)).count());
   const ScheduleStats& ss = scheduler_.stats();
   if (metrics_ != nullptr) {
     metrics_->num_preemptions_total->Inc(static_cast<double>(ss.num_preempted));

@@ -111,8 +111,11 @@ struct EngineStats {
   int64_t num_preemptions = 0;
   int64_t num_steps = 0;
   int64_t num_live_requests = 0;
-  // Total time spent in the loop outside ModelRunner::Step, and in Step.
+  // Loop time outside ModelRunner::Step (scheduling, block bookkeeping, token
+  // and stream handling), the part of it spent in Scheduler::Schedule and
+  // OnStepDone, and time in Step.
   double scheduler_seconds = 0.0;
+  double schedule_seconds = 0.0;
   double step_seconds = 0.0;
 };
 
@@ -194,6 +197,7 @@ class Engine {
   std::atomic<int64_t> stat_live_{0};
   std::atomic<double> stat_sched_seconds_{0.0};
   std::atomic<double> stat_step_seconds_{0.0};
+  std::atomic<double> stat_schedule_seconds_{0.0};
 
   std::thread thread_;
 };
