@@ -1,0 +1,632 @@
+#include "runtime/server.h"
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "runtime/bench_serve.h"
+#include "tests/runtime/serving/fakes.h"
+#include "tests/util/test_util.h"
+
+namespace tessera {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+using testing::FakeRunner;
+using testing::FakeRunnerOptions;
+using testing::FakeTokenizer;
+
+// A server on an ephemeral loopback port with a fake model.
+class ServerFixture {
+ public:
+  explicit ServerFixture(FakeRunnerOptions runner_options = {},
+                         ServerOptions options = {},
+                         EngineOptions engine_options = {}, bool attach = true)
+      : runner_(runner_options), metrics_(&registry_, "fake-model") {
+    options.port = 0;
+    options.host = "127.0.0.1";
+    options.served_model_name = "fake-model";
+    if (engine_options.max_model_len == 0) engine_options.max_model_len = 512;
+    engine_ = std::make_unique<Engine>(&runner_, &tokenizer_, engine_options,
+                                       &metrics_);
+    server_ = std::make_unique<Server>(options, &registry_);
+    EXPECT_TRUE(server_->Start().ok());
+    if (attach) server_->AttachEngine(engine_.get());
+  }
+  ~ServerFixture() { server_->Shutdown(std::chrono::steady_clock::now()); }
+
+  httplib::Client Client() {
+    httplib::Client c("127.0.0.1", server_->port());
+    c.set_read_timeout(30, 0);
+    return c;
+  }
+  Server& server() { return *server_; }
+  Engine& engine() { return *engine_; }
+  FakeRunner& runner() { return runner_; }
+  ServingMetrics& metrics() { return metrics_; }
+
+  void WaitIdle() {
+    for (int i = 0; i < 5000 && engine_->stats().num_live_requests > 0; ++i) {
+      std::this_thread::sleep_for(1ms);
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+
+ private:
+  FakeRunner runner_;
+  FakeTokenizer tokenizer_;
+  MetricsRegistry registry_;
+  ServingMetrics metrics_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Server> server_;
+};
+
+httplib::Result PostJson(httplib::Client& c, const std::string& path,
+                         const json& body, httplib::Headers headers = {}) {
+  return c.Post(path.c_str(), headers, body.dump(), "application/json");
+}
+
+void ExpectError(const httplib::Result& r, int status,
+                 const std::string& param = "") {
+  ASSERT_TRUE(r) << "no response";
+  EXPECT_EQ(r->status, status) << r->body;
+  json j = json::parse(r->body, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r->body;
+  ASSERT_TRUE(j.contains("error")) << r->body;
+  const json& e = j["error"];
+  EXPECT_TRUE(e["message"].is_string());
+  EXPECT_TRUE(e["type"].is_string());
+  EXPECT_TRUE(e.contains("param"));
+  EXPECT_EQ(e["code"], status);
+  if (!param.empty()) {
+    EXPECT_EQ(e["param"], param) << r->body;
+  }
+}
+
+// Parses an SSE body; checks framing; returns the JSON events (not [DONE]).
+std::vector<json> ParseSse(const std::string& body) {
+  std::vector<json> events;
+  size_t pos = 0;
+  bool done = false;
+  while (pos < body.size()) {
+    const size_t end = body.find("\n\n", pos);
+    EXPECT_NE(end, std::string::npos) << "unterminated event";
+    if (end == std::string::npos) break;
+    const std::string ev = body.substr(pos, end - pos);
+    pos = end + 2;
+    EXPECT_EQ(ev.rfind("data: ", 0), 0u) << ev;
+    EXPECT_FALSE(done) << "event after [DONE]";
+    const std::string payload = ev.substr(6);
+    if (payload == "[DONE]") {
+      done = true;
+      continue;
+    }
+    json j = json::parse(payload, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << payload;
+    events.push_back(j);
+  }
+  EXPECT_TRUE(done) << "no [DONE]";
+  return events;
+}
+
+json Completion(const std::string& prompt, int max_tokens) {
+  return {{"model", "fake-model"},
+          {"prompt", prompt},
+          {"max_tokens", max_tokens},
+          {"temperature", 0}};
+}
+
+TEST(ServerTest, HealthIs503UntilEngineAttached) {
+  ServerFixture f({}, {}, {}, /*attach=*/false);
+  auto c = f.Client();
+  auto r = c.Get("/health");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  ExpectError(PostJson(c, "/v1/completions", Completion("hi", 2)), 503);
+  f.server().AttachEngine(&f.engine());
+  r = c.Get("/health");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST(ServerTest, ListsModels) {
+  ServerFixture f;
+  auto c = f.Client();
+  auto r = c.Get("/v1/models");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "list");
+  EXPECT_EQ(j["data"][0]["id"], "fake-model");
+  EXPECT_EQ(j["data"][0]["max_model_len"], 512);
+}
+
+TEST(ServerTest, CompletionStreamingEqualsNonStreaming) {
+  ServerFixture f;
+  auto c = f.Client();
+  auto r = PostJson(c, "/v1/completions", Completion("Hello there", 20));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["model"], "fake-model");
+  const std::string text = j["choices"][0]["text"];
+  EXPECT_EQ(text.size(), 20u);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 12);  // BOS + 11 bytes.
+  EXPECT_EQ(j["usage"]["completion_tokens"], 20);
+  EXPECT_EQ(j["usage"]["total_tokens"], 32);
+  EXPECT_TRUE(j["usage"]["prompt_tokens_details"]["cached_tokens"].is_number());
+
+  json req = Completion("Hello there", 20);
+  req["stream"] = true;
+  req["stream_options"] = {{"include_usage", true}};
+  r = PostJson(c, "/v1/completions", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  EXPECT_NE(r->get_header_value("Content-Type").find("text/event-stream"),
+            std::string::npos);
+  const auto events = ParseSse(r->body);
+  ASSERT_GE(events.size(), 2u);
+  std::string streamed;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    EXPECT_EQ(events[i]["object"], "text_completion");
+    ASSERT_EQ(events[i]["choices"].size(), 1u);
+    streamed += events[i]["choices"][0]["text"].get<std::string>();
+    EXPECT_TRUE(events[i]["usage"].is_null());
+  }
+  EXPECT_EQ(events[events.size() - 2]["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(streamed, text);
+  const json& last = events.back();
+  EXPECT_TRUE(last["choices"].empty());
+  EXPECT_EQ(last["usage"]["completion_tokens"], 20);
+  EXPECT_EQ(last["usage"]["prompt_tokens"], 12);
+}
+
+TEST(ServerTest, PromptAsTokenIdsAndStop) {
+  ServerFixture f;
+  auto c = f.Client();
+  json req = Completion("", 30);
+  req["prompt"] = json::array({json::array({80, 81, 82})});  // List of one.
+  auto r = PostJson(c, "/v1/completions", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 3);
+  const std::string full = j["choices"][0]["text"];
+  const std::string stop = full.substr(5, 2);
+  req["stop"] = stop;
+  r = PostJson(c, "/v1/completions", req);
+  ASSERT_TRUE(r);
+  j = json::parse(r->body);
+  EXPECT_EQ(j["choices"][0]["text"], full.substr(0, full.find(stop)));
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+}
+
+TEST(ServerTest, ChatStreamsRoleThenContent) {
+  ServerFixture f;
+  auto c = f.Client();
+  json req = {{"model", "fake-model"},
+              {"messages", {{{"role", "user"}, {"content", "hi"}}}},
+              {"max_tokens", 8},
+              {"stream", true},
+              {"logprobs", true},
+              {"top_logprobs", 2}};
+  auto r = PostJson(c, "/v1/chat/completions", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const auto events = ParseSse(r->body);
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events[0]["object"], "chat.completion.chunk");
+  EXPECT_EQ(events[0]["choices"][0]["delta"]["role"], "assistant");
+  std::string content;
+  int logprob_tokens = 0;
+  for (size_t i = 1; i < events.size(); ++i) {
+    const json& ch = events[i]["choices"][0];
+    if (ch["delta"].contains("content")) content += ch["delta"]["content"];
+    if (ch["logprobs"].is_object()) {
+      for (const auto& t : ch["logprobs"]["content"]) {
+        ++logprob_tokens;
+        EXPECT_EQ(t["top_logprobs"].size(), 2u);
+      }
+    }
+  }
+  EXPECT_EQ(events.back()["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(content.size(), 8u);
+  EXPECT_EQ(logprob_tokens, 8);
+  // Non-streaming chat.
+  req["stream"] = false;
+  r = PostJson(c, "/v1/chat/completions", req);
+  ASSERT_TRUE(r);
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], content);
+  EXPECT_EQ(j["choices"][0]["logprobs"]["content"].size(), 8u);
+}
+
+TEST(ServerTest, ParallelSamplingN) {
+  ServerFixture f;
+  auto c = f.Client();
+  json req = Completion("abc", 5);
+  req["n"] = 3;
+  auto r = PostJson(c, "/v1/completions", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  ASSERT_EQ(j["choices"].size(), 3u);
+  EXPECT_EQ(j["choices"][2]["index"], 2);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 15);
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 4);
+}
+
+TEST(ServerTest, BadRequestsGet400) {
+  ServerFixture f;
+  auto c = f.Client();
+  auto r = c.Post("/v1/completions", "{not json", "application/json");
+  ExpectError(r, 400);
+  ExpectError(c.Post("/v1/completions", "[1,2]", "application/json"), 400);
+  ExpectError(PostJson(c, "/v1/completions", {{"model", "fake-model"}}), 400,
+              "prompt");
+  json bad = Completion("hi", 4);
+  bad["temperature"] = -1;
+  ExpectError(PostJson(c, "/v1/completions", bad), 400, "temperature");
+  bad = Completion("hi", 4);
+  bad["max_tokens"] = "many";
+  ExpectError(PostJson(c, "/v1/completions", bad), 400, "max_tokens");
+  bad = Completion("hi", 4);
+  bad["top_p"] = 0;
+  ExpectError(PostJson(c, "/v1/completions", bad), 400, "top_p");
+  bad = Completion("hi", 4);
+  bad["n"] = 0;
+  ExpectError(PostJson(c, "/v1/completions", bad), 400, "n");
+  bad = Completion("hi", 4);
+  bad["prompt"] = json::array({1, -5});
+  ExpectError(PostJson(c, "/v1/completions", bad), 400, "prompt");
+  bad = Completion("hi", 4);
+  bad["prompt"] = json::array({1, 100000});  // Out of vocabulary.
+  ExpectError(PostJson(c, "/v1/completions", bad), 400, "prompt");
+  ExpectError(
+      PostJson(c, "/v1/completions", Completion(std::string(600, 'a'), 4)), 400,
+      "prompt");
+  ExpectError(PostJson(c, "/v1/completions", Completion("hi", 600)), 400,
+              "max_tokens");
+  ExpectError(
+      PostJson(c, "/v1/chat/completions", {{"messages", json::array()}}), 400,
+      "messages");
+  bad = Completion("hi", 4);
+  bad["stream_options"] = {{"include_usage", true}};
+  ExpectError(PostJson(c, "/v1/completions", bad), 400, "stream_options");
+  std::string deep(100, '[');
+  ExpectError(c.Post("/v1/completions", deep, "application/json"), 400);
+}
+
+TEST(ServerTest, UnknownModelAndPathGet404) {
+  ServerFixture f;
+  auto c = f.Client();
+  json req = Completion("hi", 2);
+  req["model"] = "gpt-9";
+  ExpectError(PostJson(c, "/v1/completions", req), 404, "model");
+  ExpectError(c.Get("/v1/nothing"), 404);
+  ExpectError(PostJson(c, "/nope", req), 404);
+}
+
+TEST(ServerTest, ApiKeyRequiredWhenConfigured) {
+  ServerOptions opts;
+  opts.api_key = "sekret";
+  ServerFixture f({}, opts);
+  auto c = f.Client();
+  ExpectError(PostJson(c, "/v1/completions", Completion("hi", 2)), 401);
+  ExpectError(PostJson(c, "/v1/completions", Completion("hi", 2),
+                       {{"Authorization", "Bearer wrong"}}),
+              401);
+  ExpectError(c.Get("/v1/models"), 401);
+  auto r = PostJson(c, "/v1/completions", Completion("hi", 2),
+                    {{"Authorization", "Bearer sekret"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  r = c.Get("/health");  // Not under /v1: open, as in vLLM.
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST(ServerTest, OversizedBodyRefusedBeforeParsing) {
+  ServerOptions opts;
+  opts.max_body_bytes = 1024;
+  ServerFixture f({}, opts);
+  auto c = f.Client();
+  json req = Completion(std::string(4096, 'a'), 2);
+  auto r = PostJson(c, "/v1/completions", req);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+  ExpectError(r, 413);
+}
+
+TEST(ServerTest, FullQueueGets429) {
+  EngineOptions eo;
+  eo.max_waiting_requests = 1;
+  eo.scheduler.max_num_seqs = 1;
+  ServerFixture f({.step_delay = 2ms}, {}, eo);
+  // Fill: one running, one waiting (the loop admits quickly, so keep adding).
+  std::vector<std::shared_ptr<RequestStream>> held;
+  GenerateRequest g;
+  g.prompt = {10, 11, 12};
+  g.max_tokens = 400;
+  for (int i = 0; i < 3; ++i) {
+    auto s = f.engine().AddRequest(g);
+    if (s.ok()) held.push_back(*s);
+    std::this_thread::sleep_for(10ms);
+  }
+  auto c = f.Client();
+  ExpectError(PostJson(c, "/v1/completions", Completion("hi", 2)), 429);
+  for (auto& s : held) f.engine().Abort(s->id());
+}
+
+TEST(ServerTest, ClientDisconnectMidStreamFreesBlocks) {
+  ServerFixture f({.step_delay = 2ms});
+  auto c = f.Client();
+  json req = Completion("a request that will be abandoned", 2000);
+  req["stream"] = true;
+  req["max_tokens"] = 400;
+  std::atomic<int> chunks{0};
+  httplib::Request hreq;
+  hreq.method = "POST";
+  hreq.path = "/v1/completions";
+  hreq.body = req.dump();
+  hreq.set_header("Content-Type", "application/json");
+  hreq.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+    return ++chunks < 3;
+  };
+  auto r = c.send(hreq);
+  EXPECT_FALSE(r);  // We cancelled.
+  EXPECT_GE(chunks.load(), 3);
+  f.WaitIdle();
+  EXPECT_EQ(f.engine().stats().num_live_requests, 0);
+  EXPECT_DOUBLE_EQ(f.engine().stats().kv_cache_usage, 0.0);
+  EXPECT_DOUBLE_EQ(f.metrics().kv_cache_usage_perc->value(), 0.0);
+  EXPECT_EQ(f.metrics().request_success_abort->value(), 1);
+  EXPECT_LT(f.metrics().generation_tokens_total->value(), 400);
+}
+
+TEST(ServerTest, SharedPrefixIsCached) {
+  ServerFixture f({.num_blocks = 256, .block_size = 4});
+  auto c = f.Client();
+  const std::string prefix(63, 'P');  // + BOS = 64 tokens = 16 blocks.
+  auto r = PostJson(c, "/v1/completions", Completion(prefix + "first", 2));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(
+      json::parse(r->body)["usage"]["prompt_tokens_details"]["cached_tokens"],
+      0);
+  const int64_t before = f.runner().tokens_computed.load();
+  for (int i = 0; i < 5; ++i) {
+    r = PostJson(c, "/v1/completions",
+                 Completion(prefix + std::to_string(i) + "xyz", 2));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(
+        json::parse(r->body)["usage"]["prompt_tokens_details"]["cached_tokens"],
+        64);
+  }
+  // Each later request computes only its suffix (4 tokens) and one decode.
+  EXPECT_EQ(f.runner().tokens_computed.load() - before, 5 * (4 + 1));
+  f.WaitIdle();
+  auto m = c.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(
+      m->body.find(
+          "tessera:prefix_cache_hits_total{model_name=\"fake-model\"} 320"),
+      std::string::npos)
+      << m->body;
+}
+
+TEST(ServerTest, MetricsExpositionParses) {
+  ServerFixture f;
+  auto c = f.Client();
+  ASSERT_TRUE(PostJson(c, "/v1/completions", Completion("hello", 4)));
+  f.WaitIdle();
+  auto r = c.Get("/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->get_header_value("Content-Type").find("version=0.0.4"),
+            std::string::npos);
+  const std::regex sample(
+      R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? (-?[0-9.eE+-]+|\+Inf|-Inf|NaN)$)");
+  const std::regex help(R"(^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .*$)");
+  const std::regex type(
+      R"(^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram)$)");
+  std::string current;
+  int samples = 0;
+  size_t pos = 0;
+  const std::string& body = r->body;
+  while (pos < body.size()) {
+    size_t end = body.find('\n', pos);
+    ASSERT_NE(end, std::string::npos) << "last line lacks a newline";
+    const std::string line = body.substr(pos, end - pos);
+    pos = end + 1;
+    std::smatch m;
+    if (std::regex_match(line, m, help)) continue;
+    if (std::regex_match(line, m, type)) {
+      current = m[1];
+      continue;
+    }
+    ASSERT_TRUE(std::regex_match(line, m, sample)) << line;
+    const std::string name = m[1];
+    EXPECT_EQ(name.rfind(current, 0), 0u) << name << " under " << current;
+    ++samples;
+  }
+  EXPECT_GT(samples, 50);
+  for (const char* name :
+       {"tessera:num_requests_running", "tessera:num_requests_waiting",
+        "tessera:kv_cache_usage_perc", "tessera:prompt_tokens_total",
+        "tessera:generation_tokens_total", "tessera:request_success_total",
+        "tessera:num_preemptions_total", "tessera:prefix_cache_queries_total",
+        "tessera:prefix_cache_hits_total",
+        "tessera:time_to_first_token_seconds_bucket",
+        "tessera:inter_token_latency_seconds_bucket",
+        "tessera:e2e_request_latency_seconds_count",
+        "tessera:request_queue_time_seconds_sum",
+        "tessera:iteration_tokens_total_bucket"}) {
+    EXPECT_NE(body.find(name), std::string::npos) << name;
+  }
+  EXPECT_NE(
+      body.find("tessera:generation_tokens_total{model_name=\"fake-model\"} 4"),
+      std::string::npos);
+  EXPECT_NE(body.find("finished_reason=\"length\"} 1"), std::string::npos);
+  EXPECT_NE(body.find("tessera:time_to_first_token_seconds_bucket{model_name="
+                      "\"fake-model\",le=\"2560\"} 1"),
+            std::string::npos);
+}
+
+TEST(ServerTest, TokenizeAndDetokenize) {
+  ServerFixture f;
+  auto c = f.Client();
+  auto r = PostJson(c, "/tokenize", {{"prompt", "ab"}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["tokens"], json::array({1, 'a' + 3, 'b' + 3}));
+  EXPECT_EQ(j["count"], 3);
+  EXPECT_EQ(j["max_model_len"], 512);
+  r = PostJson(c, "/detokenize", {{"tokens", {'h' + 3, 'i' + 3}}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(json::parse(r->body)["prompt"], "hi");
+  ExpectError(PostJson(c, "/detokenize", {{"tokens", {999999}}}), 400,
+              "tokens");
+  ExpectError(PostJson(c, "/tokenize", {{"model", "x"}, {"prompt", "a"}}), 404);
+}
+
+TEST(ServerTest, SixtyFourConcurrentStreams) {
+  ServerFixture f({.num_blocks = 1024, .block_size = 16});
+  const int kStreams = getenv("K") ? atoi(getenv("K")) : 64;
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < kStreams; ++i) {
+    threads.emplace_back([&, i] {
+      auto c = f.Client();
+      json req = Completion("stream " + std::to_string(i), 32);
+      req["stream"] = true;
+      req["ignore_eos"] = true;
+      req["stream_options"] = {{"include_usage", true}};
+      auto r = PostJson(c, "/v1/completions", req);
+      if (!r || r->status != 200) {
+        ADD_FAILURE() << "stream " << i << ": "
+                      << (r ? r->body : httplib::to_string(r.error()));
+        return;
+      }
+      const auto events = ParseSse(r->body);
+      if (!events.empty() &&
+          events.back()["usage"]["completion_tokens"] == 32) {
+        ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), kStreams);
+  f.WaitIdle();
+  EXPECT_DOUBLE_EQ(f.metrics().kv_cache_usage_perc->value(), 0.0);
+}
+
+TEST(ServerTest, ShutdownDrainsInFlightThenRefuses) {
+  auto f =
+      std::make_unique<ServerFixture>(FakeRunnerOptions{.step_delay = 1ms});
+  std::string body;
+  std::thread client([&] {
+    auto c = f->Client();
+    auto r = PostJson(c, "/v1/completions", Completion("drain me", 20));
+    if (r) body = r->body;
+  });
+  for (int i = 0; i < 2000 && f->engine().stats().num_live_requests == 0; ++i) {
+    std::this_thread::sleep_for(1ms);
+  }
+  f->server().Shutdown(std::chrono::steady_clock::now() + 5s);
+  client.join();
+  json j = json::parse(body, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << body;
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+}
+
+TEST(BenchServeTest, ReportsAgainstLoopbackServer) {
+  ServerFixture f({.num_blocks = 1024, .block_size = 16});
+  BenchServeOptions o;
+  o.base_url = fmt::format("http://127.0.0.1:{}", f.server().port());
+  o.num_prompts = 20;
+  o.max_concurrency = 8;
+  o.random_input_len = 40;
+  o.random_output_len = 10;
+  o.random_range_ratio = 0.5;
+  o.goodput_ttft_ms = 60000;
+  auto report = RunBenchServe(o);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->model, "fake-model");
+  EXPECT_EQ(report->completed, 20);
+  EXPECT_EQ(report->failed, 0);
+  EXPECT_EQ(report->good, 20);
+  int64_t input = 0;
+  for (const auto& r : report->results) {
+    EXPECT_GE(r.prompt_len, 20);
+    EXPECT_LE(r.prompt_len, 60);
+    input += r.prompt_len;
+  }
+  EXPECT_EQ(report->total_input, input);
+  EXPECT_GE(report->total_output, 20 * 5);
+  const std::string text = FormatBenchServeReport(*report);
+  for (const char* label :
+       {"============ Serving Benchmark Result ============",
+        "Successful requests:                     20",
+        "Failed requests:                         0",
+        "Maximum request concurrency:             8", "Benchmark duration (s):",
+        "Total input tokens:", "Total generated tokens:",
+        "Request throughput (req/s):", "Request goodput (req/s):",
+        "Output token throughput (tok/s):", "Total Token throughput (tok/s):",
+        "---------------Time to First Token----------------",
+        "Mean TTFT (ms):", "Median TTFT (ms):", "P99 TTFT (ms):",
+        "-----Time per Output Token (excl. 1st token)------",
+        "Mean TPOT (ms):", "Mean ITL (ms):", "P99 E2EL (ms):"}) {
+    EXPECT_NE(text.find(label), std::string::npos) << label << "\n" << text;
+  }
+  json j = json::parse(BenchServeReportJson(*report));
+  EXPECT_EQ(j["completed"], 20);
+  EXPECT_EQ(j["ttfts"].size(), 20u);
+  f.WaitIdle();
+  EXPECT_DOUBLE_EQ(f.metrics().kv_cache_usage_perc->value(), 0.0);
+}
+
+TEST(BenchServeTest, CliRunsAndCountsFailures) {
+  ServerFixture f;
+  const std::string url = fmt::format("http://127.0.0.1:{}", f.server().port());
+  auto r = testing::RunCommand(
+      ::tessera::testing::TesseraBin() + " bench serve --base-url " + url +
+      " --num-prompts 4 --random-input-len 8 --random-output-len 4"
+      " --request-rate 1000 --seed 3");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("Successful requests:                     4"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("Request rate configured (RPS):           1000.00"),
+            std::string::npos)
+      << r.out;
+  // Prompts longer than max_model_len (512) fail with 400, counted.
+  r = testing::RunCommand(::tessera::testing::TesseraBin() +
+                          " bench serve --base-url " + url +
+                          " --num-prompts 2 --random-input-len 600"
+                          " --random-output-len 4");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("Failed requests:                         2"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.err.find("HTTP 400"), std::string::npos) << r.err;
+  r = testing::RunCommand(::tessera::testing::TesseraBin() +
+                          " bench serve --base-url " + url +
+                          " --goodput bogus:1");
+  EXPECT_EQ(r.exit_code, 2);
+}
+
+}  // namespace
+}  // namespace tessera
