@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "base/logging.h"
 #include "base/status.h"
 #include "fmt/format.h"
 #include "runtime/cli/internal/command.h"
@@ -49,6 +50,7 @@ int64_t AvailableMemoryBytes() {
 
 absl::Status Serve(ServeOptions o) {
   BlockTerminationSignals();
+  RETURN_IF_ERROR(InitLogging(o.model.log_level));
   MetricsRegistry registry;
   Server server(o.server, &registry);
   // Listen first: /health answers 503 while the model loads.
