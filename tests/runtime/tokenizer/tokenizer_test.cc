@@ -284,6 +284,51 @@ TEST(SpmTest, MismatchedTokenTypesIsAnError) {
   EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(GgufTokenizerTest, CorruptOrIncompleteFilesAreErrors) {
+  // Truncated file: the GGUF reader reports it, nothing crashes.
+  const std::string good = WriteSpmGguf();
+  auto bytes = ReadFileToString(good);
+  ASSERT_TRUE(bytes.ok());
+  const std::string dir = testing::MakeTempDir();
+  for (size_t cut :
+       {size_t{3}, size_t{40}, bytes->size() / 2, bytes->size() - 40}) {
+    const std::string path = dir + "/cut.gguf";
+    ASSERT_TRUE(WriteStringToFile(path, bytes->substr(0, cut)).ok());
+    auto cut_tok = LoadTokenizer(path);
+    EXPECT_FALSE(cut_tok.ok()) << cut << " of " << bytes->size() << ": "
+                               << (cut_tok.ok() ? (*cut_tok)->vocab_size() : 0);
+  }
+  // No vocabulary at all.
+  GgufWriter none;
+  none.SetKv("general.architecture", GgufValue::String("llama"));
+  ASSERT_TRUE(none.Write(dir + "/none.gguf").ok());
+  auto t = LoadTokenizer(dir + "/none.gguf");
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound);
+  // A gpt2 vocabulary naming a pre-tokenizer nobody defined.
+  GgufWriter bpe;
+  bpe.SetKv("tokenizer.ggml.model", GgufValue::String("gpt2"));
+  bpe.SetKv("tokenizer.ggml.pre", GgufValue::String("no-such-pre"));
+  bpe.SetKv("tokenizer.ggml.tokens", GgufValue::StringArray({"a", "b", "ab"}));
+  bpe.SetKv("tokenizer.ggml.merges", GgufValue::StringArray({"a b"}));
+  ASSERT_TRUE(bpe.Write(dir + "/bpe.gguf").ok());
+  t = LoadTokenizer(dir + "/bpe.gguf");
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("no-such-pre"));
+  // The same with a known one works, and merges apply.
+  bpe.SetKv("tokenizer.ggml.pre", GgufValue::String("llama-bpe"));
+  ASSERT_TRUE(bpe.Write(dir + "/bpe.gguf").ok());
+  t = LoadTokenizer(dir + "/bpe.gguf");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_THAT(Enc(**t, "ab"), ElementsAre(2));
+  // Unsupported vocabulary types are Unimplemented, not a crash.
+  bpe.SetKv("tokenizer.ggml.model", GgufValue::String("t5"));
+  ASSERT_TRUE(bpe.Write(dir + "/bpe.gguf").ok());
+  t = LoadTokenizer(dir + "/bpe.gguf");
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kUnimplemented);
+}
+
 // --- llama2.c tokenizer.bin -------------------------------------------------
 
 std::string Llama2cBin(
