@@ -150,6 +150,18 @@ TEST(BpeTest, IgnoreMergesUsesWholeWord) {
   EXPECT_EQ(Enc(*t, "hellx").size(), 5u);
 }
 
+TEST(BpeTest, ByteLevelPrefixSpaceOnEverySegment) {
+  json j = ByteLevelJson();
+  j["pre_tokenizer"]["add_prefix_space"] = true;
+  auto t = FromJson(j);
+  ASSERT_NE(t, nullptr);
+  const int32_t sp = t->TokenId("\xC4\xA0"), sp_w = t->TokenId("\xC4\xA0w");
+  EXPECT_EQ(Enc(*t, "wo")[0], sp_w);
+  // As in Hugging Face, each segment between added tokens gets the prefix.
+  EXPECT_THAT(Enc(*t, "a<|end|>b", false, true),
+              ElementsAre(sp, t->TokenId("a"), 300, sp, t->TokenId("b")));
+}
+
 TEST(BpeTest, MergesAsPairs) {
   json j = ByteLevelJson();
   json pairs = json::array();
