@@ -102,6 +102,7 @@ struct Model {
   RopeStyle rope_style = RopeStyle::kHalf;
   ModelWeights weights;
   std::string source;  // Path or "builtin:demo".
+  std::string format;  // "hf" | "gguf" | "llama2c" | "builtin".
   // Files or buffers the weight tensors borrow from.
   std::vector<std::shared_ptr<const void>> owners;
 };
