@@ -88,6 +88,11 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   Tensor output_norm;  // [hidden]
   Tensor lm_head;      // [vocab, hidden]; the embedding itself when tied.
+  // Optional f32 [head_dim/2]: per-frequency divisors of the RoPE inverse
+  // frequencies (GGUF `rope_freqs.weight`, how llama.cpp stores llama3
+  // scaling). The loaders also set config.rope_scaling when they recognise the
+  // factors, so an executor may use either.
+  Tensor rope_freqs;
 };
 
 // A model ready to execute: config, weights, and whatever keeps the bytes
@@ -97,6 +102,7 @@ struct Model {
   RopeStyle rope_style = RopeStyle::kHalf;
   ModelWeights weights;
   std::string source;  // Path or "builtin:demo".
+  std::string format;  // "hf" | "gguf" | "llama2c" | "builtin".
   // Files or buffers the weight tensors borrow from.
   std::vector<std::shared_ptr<const void>> owners;
 };

@@ -102,7 +102,10 @@ absl::Status SafetensorsFile::ParseImpl(absl::Span<const uint8_t> bytes) {
   }
   const uint8_t* data = bytes.data() + 8 + header_len;
   const uint64_t data_size = bytes.size() - 8 - header_len;
-  for (const auto& [name, entry] : header.items()) {
+  for (const auto& item : header.items()) {
+    // Named copies: lambdas cannot capture structured bindings in C++20.
+    const std::string& name = item.key();
+    const Json& entry = item.value();
     if (name == "__metadata__") {
       if (!entry.is_object()) {
         return absl::InvalidArgumentError(
