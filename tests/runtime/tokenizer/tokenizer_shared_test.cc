@@ -232,3 +232,34 @@ TEST(TokenizeCliTest, EncodeDecodeAndErrors) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// The same synthetic model written by `tessera make-model` as a Hugging Face
+// directory (tokenizer.json) and as GGUF (tokenizer.ggml.*) tokenizes alike.
+TEST(MakeModelTokenizerTest, HfAndGgufAgree) {
+  const std::string bin = testing::TesseraBin();
+  const std::string dir = testing::MakeTempDir();
+  for (const char* format : {"hf", "gguf"}) {
+    auto r =
+        testing::RunCommand(bin + " make-model --preset qwen2-tiny --format " +
+                            format + " --out " + dir + "/" + format);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  const std::string text =
+      "Hello world, it's 2024! \xC3\xA9t\xC3\xA9 \xF0\x9F\xA6\x99";
+  auto hf = LoadTokenizer(dir + "/hf");
+  auto gguf = LoadTokenizer(dir + "/gguf/model.gguf");
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  auto a = (*hf)->Encode(text, true, false);
+  auto b = (*gguf)->Encode(text, true, false);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(*a, *b);
+  EXPECT_EQ(*(*hf)->Decode(*a, true), text);
+  EXPECT_EQ((*hf)->bos_id(), (*gguf)->bos_id());
+}
+
+}  // namespace
+}  // namespace tessera
