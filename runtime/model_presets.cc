@@ -40,11 +40,13 @@ ModelConfig Base(std::string arch, int64_t vocab, int64_t hidden,
   return c;
 }
 
+// Writes elements [begin, end) of `spec`'s values to out[0, end - begin).
+// `begin` is a multiple of kChunk, so chunk seeds follow absolute positions.
 void Fill(const TensorSpec& spec, float* out, int64_t begin, int64_t end,
           uint64_t seed) {
   using K = TensorSpec::Kind;
   if (spec.kind == K::kNorm) {
-    std::fill(out + begin, out + end, 1.0f);
+    std::fill(out, out + (end - begin), 1.0f);
     return;
   }
   // Uniform(-a, a) has variance a^2/3: a = sqrt(3 / fan_in) gives 1/fan_in.
@@ -57,7 +59,7 @@ void Fill(const TensorSpec& spec, float* out, int64_t begin, int64_t end,
         (static_cast<uint64_t>(c0 / kChunk) * 0xd1b54a32d192ed03ull));
     const int64_t c1 = std::min(end, c0 + kChunk);
     for (int64_t i = c0; i < c1; ++i) {
-      out[i] = (2.0f * rng.Uniform() - 1.0f) * a;
+      out[i - begin] = (2.0f * rng.Uniform() - 1.0f) * a;
     }
   }
 }
@@ -130,33 +132,40 @@ SpecialTokenStyle PresetTokenStyle(std::string_view preset) {
 
 Tensor SynthesizeTensor(const TensorSpec& spec, DType dtype, uint64_t seed) {
   const DType d = spec.kind == TensorSpec::Kind::kWeight ? dtype : DType::kF32;
-  Tensor f32 = Tensor::Empty(DType::kF32, spec.shape);
-  const int64_t n = f32.numel();
-  float* p = f32.data<float>();
+  Tensor out = Tensor::Empty(d, spec.shape);
+  const int64_t n = out.numel();
+  // Fills [b, e) chunk by chunk through a small f32 buffer, so a half-precision
+  // tensor never needs an f32 copy of itself.
+  auto fill = [&spec, &out, d, seed](int64_t b, int64_t e) {
+    if (d == DType::kF32) {
+      Fill(spec, out.data<float>() + b, b, e, seed);
+      return;
+    }
+    std::vector<float> buf(kChunk);
+    uint16_t* o = out.data<uint16_t>();
+    for (int64_t c0 = b; c0 < e; c0 += kChunk) {
+      const int64_t c1 = std::min(e, c0 + kChunk);
+      Fill(spec, buf.data(), c0, c1, seed);
+      for (int64_t i = c0; i < c1; ++i) {
+        o[i] = d == DType::kF16 ? FloatToHalf(buf[i - c0])
+                                : FloatToBF16(buf[i - c0]);
+      }
+    }
+  };
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   const int threads = static_cast<int>(std::min<int64_t>(
       chunks / 4 + 1, std::max(1u, std::thread::hardware_concurrency())));
   if (threads <= 1) {
-    Fill(spec, p, 0, n, seed);
-  } else {
-    std::vector<std::thread> pool;
-    const int64_t per = (chunks + threads - 1) / threads * kChunk;
-    for (int t = 0; t < threads; ++t) {
-      const int64_t b = std::min(n, t * per), e = std::min(n, b + per);
-      if (b < e)
-        pool.emplace_back(
-            [&spec, p, b, e, seed] { Fill(spec, p, b, e, seed); });
-    }
-    for (std::thread& t : pool) t.join();
+    fill(0, n);
+    return out;
   }
-  if (d == DType::kF32) return f32;
-  Tensor out = Tensor::Empty(d, spec.shape);
-  uint16_t* o = out.data<uint16_t>();
-  if (d == DType::kF16) {
-    for (int64_t i = 0; i < n; ++i) o[i] = FloatToHalf(p[i]);
-  } else {
-    for (int64_t i = 0; i < n; ++i) o[i] = FloatToBF16(p[i]);
+  std::vector<std::thread> pool;
+  const int64_t per = (chunks + threads - 1) / threads * kChunk;
+  for (int t = 0; t < threads; ++t) {
+    const int64_t b = std::min(n, t * per), e = std::min(n, b + per);
+    if (b < e) pool.emplace_back([&fill, b, e] { fill(b, e); });
   }
+  for (std::thread& t : pool) t.join();
   return out;
 }
 

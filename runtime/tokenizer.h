@@ -26,6 +26,8 @@ struct DecodeState {
   bool emitted_text = false;  // Whether any bytes were produced yet.
 };
 
+// Immutable once loaded: every method is const and safe to call from many
+// threads at once (Encode keeps its scratch state on the stack).
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;

@@ -61,7 +61,9 @@ absl::Status AddBpeModel(const GgufFile& gguf,
 // default (llama.cpp warns and does the same).
 absl::StatusOr<int32_t> OptionalId(const GgufFile& gguf, std::string_view key,
                                    int32_t dflt, size_t n) {
-  ASSIGN_OR_RETURN(const int64_t v, gguf.GetIntOr(key, dflt));
+  if (dflt >= static_cast<int64_t>(n)) dflt = -1;  // Default not in this vocab.
+  if (!gguf.Has(key)) return dflt;
+  ASSIGN_OR_RETURN(const int64_t v, gguf.GetInt(key));
   if (v < -1 || v >= static_cast<int64_t>(n)) {
     spdlog::warn("{}: {} = {} is outside the vocabulary; using {}", gguf.path(),
                  key, v, dflt);

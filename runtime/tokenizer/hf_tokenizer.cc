@@ -133,13 +133,17 @@ void AddPreTokenizer(const json& j, ModelTokenizerSpec* spec, int depth = 0) {
                               BehaviorOf(j, SplitBehavior::kIsolated),
                               j.value("invert", false)));
   } else if (type == "ByteLevel") {
+    if (j.value("add_prefix_space", false)) {
+      PreTokenizeStep prefix;
+      prefix.kind = PreTokenizeStep::Kind::kPrefixSpace;
+      steps.push_back(std::move(prefix));
+    }
     if (j.value("use_regex", true)) {
       steps.push_back(MakeSplit(std::string(tokenizer_internal::kGpt2Pattern),
                                 SplitBehavior::kIsolated, false));
     }
     PreTokenizeStep step;
     step.kind = PreTokenizeStep::Kind::kByteLevel;
-    step.add_prefix_space = j.value("add_prefix_space", false);
     steps.push_back(std::move(step));
     spec->byte_level = true;
   } else if (type == "Digits") {

@@ -242,3 +242,102 @@ TEST(ModelLoaderTest, HfMissingTensorAndShapeMismatchAreErrors) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// Re-exports stories260K in llama2.c's versioned format (export.py
+// version 1: 256-byte header, norms first) and checks the weights match.
+TEST(ModelLoaderTest, LoadsLlama2cVersion1Export) {
+  TESSERA_REQUIRE_SHARED(shared);
+  absl::StatusOr<Model> legacy = LoadModel(shared + "/models/stories260K.bin");
+  ASSERT_TRUE(legacy.ok()) << legacy.status();
+  const ModelConfig& c = legacy->config;
+  const ModelWeights& w = legacy->weights;
+  std::string out(256, '\0');
+  const uint32_t magic = 0x616b3432;
+  const int32_t version = 1;
+  const int32_t hdr[7] = {static_cast<int32_t>(c.hidden_size),
+                          static_cast<int32_t>(c.intermediate_size),
+                          static_cast<int32_t>(c.num_hidden_layers),
+                          static_cast<int32_t>(c.num_attention_heads),
+                          static_cast<int32_t>(c.num_key_value_heads),
+                          static_cast<int32_t>(c.vocab_size),
+                          static_cast<int32_t>(c.max_position_embeddings)};
+  std::memcpy(&out[0], &magic, 4);
+  std::memcpy(&out[4], &version, 4);
+  std::memcpy(&out[8], hdr, sizeof(hdr));
+  out[8 + sizeof(hdr)] = 1;  // Shared classifier.
+  auto put = [&](const Tensor& t) {
+    out.append(static_cast<const char*>(t.raw_data()), t.nbytes());
+  };
+  for (const LayerWeights& l : w.layers) put(l.attn_norm);
+  for (const LayerWeights& l : w.layers) put(l.ffn_norm);
+  put(w.output_norm);
+  put(w.token_embedding);
+  for (const LayerWeights& l : w.layers) put(l.wq);
+  for (const LayerWeights& l : w.layers) put(l.wk);
+  for (const LayerWeights& l : w.layers) put(l.wv);
+  for (const LayerWeights& l : w.layers) put(l.wo);
+  for (const LayerWeights& l : w.layers) put(l.w_gate);
+  for (const LayerWeights& l : w.layers) put(l.w_down);
+  for (const LayerWeights& l : w.layers) put(l.w_up);
+  const std::string path = testing::MakeTempDir() + "/v1.bin";
+  ASSERT_TRUE(WriteStringToFile(path, out).ok());
+  absl::StatusOr<Model> v1 = LoadModel(path);
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  EXPECT_EQ(v1->config.num_key_value_heads, 4);
+  EXPECT_EQ(v1->rope_style, RopeStyle::kPairwise);
+  EXPECT_TRUE(SameBytes(v1->weights.token_embedding, w.token_embedding));
+  EXPECT_TRUE(SameBytes(v1->weights.output_norm, w.output_norm));
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    EXPECT_TRUE(SameBytes(v1->weights.layers[i].wk, w.layers[i].wk));
+    EXPECT_TRUE(SameBytes(v1->weights.layers[i].w_up, w.layers[i].w_up));
+    EXPECT_TRUE(
+        SameBytes(v1->weights.layers[i].ffn_norm, w.layers[i].ffn_norm));
+  }
+  // Version 2 (int8) is refused with a clear message.
+  const int32_t v2 = 2;
+  std::memcpy(&out[4], &v2, 4);
+  ASSERT_TRUE(WriteStringToFile(path, out).ok());
+  EXPECT_THAT(std::string(LoadModel(path).status().message()),
+              HasSubstr("version 2"));
+}
+
+TEST(ModelLoaderTest, LoadsShardedHfCheckpoint) {
+  TESSERA_REQUIRE_SHARED(shared);
+  const std::string src = shared + "/models/bench-tiny/hf";
+  auto ck = SafetensorsCheckpoint::Open(src);
+  ASSERT_TRUE(ck.ok());
+  const std::string dir = testing::MakeTempDir();
+  ASSERT_TRUE(WriteStringToFile(dir + "/config.json",
+                                *ReadFileToString(src + "/config.json"))
+                  .ok());
+  SafetensorsWriter a, b;
+  std::string map;
+  for (const std::string& n : ck->TensorNames()) {
+    const bool first = n.find("layers.0.") != std::string::npos ||
+                       n.find("layers.1.") != std::string::npos;
+    const std::string shard = first ? "model-00001-of-00002.safetensors"
+                                    : "model-00002-of-00002.safetensors";
+    ASSERT_TRUE((first ? a : b).AddTensor(n, *ck->TensorView(n)).ok());
+    if (!map.empty()) map.append(",");
+    map.append("\"").append(n).append("\": \"").append(shard).append("\"");
+  }
+  ASSERT_TRUE(a.Write(dir + "/model-00001-of-00002.safetensors").ok());
+  ASSERT_TRUE(b.Write(dir + "/model-00002-of-00002.safetensors").ok());
+  ASSERT_TRUE(WriteStringToFile(dir + "/model.safetensors.index.json",
+                                "{\"weight_map\": {" + map + "}}")
+                  .ok());
+  absl::StatusOr<Model> sharded = LoadModel(dir);
+  ASSERT_TRUE(sharded.ok()) << sharded.status();
+  absl::StatusOr<Model> single = LoadModel(src);
+  EXPECT_TRUE(
+      SameBytes(sharded->weights.layers[3].wq, single->weights.layers[3].wq));
+  EXPECT_TRUE(
+      SameBytes(sharded->weights.layers[0].wq, single->weights.layers[0].wq));
+  EXPECT_EQ(sharded->owners.size(), 2u);
+}
+
+}  // namespace
+}  // namespace tessera

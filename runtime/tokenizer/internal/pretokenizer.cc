@@ -169,25 +169,35 @@ absl::Status PreTokenize(const std::vector<PreTokenizeStep>& steps,
         break;
       case PreTokenizeStep::Kind::kByteLevel: {
         const ByteLevelMap& map = ByteLevelMap::Get();
-        for (size_t i = 0; i < pieces.size(); ++i) {
+        for (const std::string& p : pieces) {
           std::string mapped;
-          if (i == 0 && step.add_prefix_space && at_text_start &&
-              !pieces[i].starts_with(' ')) {
-            map.EncodeAll(" ", &mapped);
-          }
-          map.EncodeAll(pieces[i], &mapped);
+          map.EncodeAll(p, &mapped);
           next.push_back(std::move(mapped));
         }
         break;
       }
+      case PreTokenizeStep::Kind::kPrefixSpace:
+        for (std::string& p : pieces) {
+          if (p.starts_with(' ')) {
+            next.push_back(std::move(p));
+          } else {
+            // (Not p.insert(0, " "): GCC 12 reports a false -Wrestrict.)
+            std::string q(1, ' ');
+            q += p;
+            next.push_back(std::move(q));
+          }
+        }
+        break;
       case PreTokenizeStep::Kind::kMetaspace: {
         const std::string& rep = step.replacement;
         for (size_t i = 0; i < pieces.size(); ++i) {
           std::string s;
+          // Hugging Face prepends to every piece ("always") or only to the
+          // one that starts the input ("first").
           const bool prepend =
-              i == 0 && (step.prepend == PreTokenizeStep::Prepend::kAlways ||
-                         (step.prepend == PreTokenizeStep::Prepend::kFirst &&
-                          at_text_start));
+              step.prepend == PreTokenizeStep::Prepend::kAlways ||
+              (step.prepend == PreTokenizeStep::Prepend::kFirst && i == 0 &&
+               at_text_start);
           for (const char c : pieces[i]) {
             if (c == ' ') {
               s += rep;

@@ -51,16 +51,16 @@ enum class SplitBehavior {
 // One pre-tokenizer stage, applied to every piece produced so far.
 struct PreTokenizeStep {
   enum class Kind {
-    kSplit,      // Split each piece on `regex` per `behavior` / `invert`.
-    kByteLevel,  // Map bytes to GPT-2's printable characters.
-    kMetaspace,  // ' ' -> replacement, optional prefix, optional split.
+    kSplit,        // Split each piece on `regex` per `behavior` / `invert`.
+    kByteLevel,    // Map bytes to GPT-2's printable characters.
+    kMetaspace,    // ' ' -> replacement, optional prefix, optional split.
+    kPrefixSpace,  // Prepend ' ' to each piece lacking one (ByteLevel's
+                   // add_prefix_space, applied before its regex).
   };
   Kind kind = Kind::kSplit;
   std::shared_ptr<const Regex> regex;
   SplitBehavior behavior = SplitBehavior::kIsolated;
   bool invert = false;
-  // kByteLevel: prepend a space to the first piece if it lacks one.
-  bool add_prefix_space = false;
   // kMetaspace.
   std::string replacement = "\xE2\x96\x81";  // U+2581 "▁".
   enum class Prepend { kAlways, kFirst, kNever } prepend = Prepend::kAlways;

@@ -9,6 +9,8 @@
 #include "base/mapped_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "runtime/formats/gguf.h"
 #include "runtime/tokenizer.h"
 #include "tests/util/test_util.h"
 
@@ -76,6 +78,57 @@ TEST(VocabDirTest, EveryVocabularyMatches) {
     ++checked;
   }
   EXPECT_GT(checked, 0);
+}
+
+// The tokenizer.json path on a real vocabulary: GPT-2's GGUF vocabulary
+// rewritten as a Hugging Face tokenizer.json (ByteLevel pre-tokenizer) must
+// reproduce llama.cpp's expected ids too.
+TEST(HfJsonVocabTest, Gpt2AsTokenizerJsonMatchesLlamaCpp) {
+  TESSERA_REQUIRE_SHARED(shared);
+  const std::string base = shared + "/vocab/ggml-vocab-gpt-2.gguf";
+  if (!std::filesystem::exists(base)) GTEST_SKIP() << base << " absent";
+  auto gguf = GgufFile::Open(base);
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  auto tokens = (*gguf)->GetStringArray("tokenizer.ggml.tokens");
+  auto merges = (*gguf)->GetStringArray("tokenizer.ggml.merges");
+  ASSERT_TRUE(tokens.ok() && merges.ok());
+  nlohmann::json vocab = nlohmann::json::object();
+  nlohmann::json added = nlohmann::json::array();
+  for (size_t i = 0; i < tokens->size(); ++i) {
+    const std::string& t = (*tokens)[i];
+    if (t == "<|endoftext|>") {
+      added.push_back({{"id", i}, {"content", t}, {"special", true}});
+    }
+    vocab[t] = i;
+  }
+  nlohmann::json j;
+  j["model"] = {{"type", "BPE"}, {"vocab", vocab}, {"merges", *merges}};
+  j["added_tokens"] = added;
+  j["pre_tokenizer"] = {
+      {"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+  j["decoder"] = {{"type", "ByteLevel"}};
+  auto tok = TokenizerFromHfJson(j.dump(), "", "", "gpt2-tokenizer.json");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  auto inp = ReadFileToString(base + ".inp");
+  auto out = ReadFileToString(base + ".out");
+  ASSERT_TRUE(inp.ok() && out.ok());
+  std::vector<std::string> strings;
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  for (size_t pos = 0, hit; (hit = inp->find(sep, pos)) != std::string::npos;
+       pos = hit + sep.size()) {
+    strings.push_back(inp->substr(pos, hit - pos));
+  }
+  const auto want = Lines(*out);
+  ASSERT_EQ(strings.size(), want.size());
+  for (size_t i = 0; i < strings.size(); ++i) {
+    auto ids = (*tok)->Encode(strings[i], false, false);
+    ASSERT_TRUE(ids.ok());
+    std::string line;
+    for (int32_t id : *ids) line += " " + std::to_string(id);
+    EXPECT_EQ(line, want[i]) << "test string " << i;
+    // Round trip: decoding gives the text back.
+    EXPECT_EQ(*(*tok)->Decode(*ids, false), strings[i]);
+  }
 }
 
 TEST(Aidreams260KTest, PromptAndGreedyTextMatchRunC) {
@@ -175,6 +228,37 @@ TEST(TokenizeCliTest, EncodeDecodeAndErrors) {
   r = testing::RunCommand(
       bin + " tokenize --model builtin:demo --text hi --add-special");
   EXPECT_EQ(r.out, "256 104 105\n");
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// The same synthetic model written by `tessera make-model` as a Hugging Face
+// directory (tokenizer.json) and as GGUF (tokenizer.ggml.*) tokenizes alike.
+TEST(MakeModelTokenizerTest, HfAndGgufAgree) {
+  const std::string bin = testing::TesseraBin();
+  const std::string dir = testing::MakeTempDir();
+  for (const char* format : {"hf", "gguf"}) {
+    auto r =
+        testing::RunCommand(bin + " make-model --preset qwen2-tiny --format " +
+                            format + " --out " + dir + "/" + format);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  const std::string text =
+      "Hello world, it's 2024! \xC3\xA9t\xC3\xA9 \xF0\x9F\xA6\x99";
+  auto hf = LoadTokenizer(dir + "/hf");
+  auto gguf = LoadTokenizer(dir + "/gguf/model.gguf");
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  auto a = (*hf)->Encode(text, true, false);
+  auto b = (*gguf)->Encode(text, true, false);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(*a, *b);
+  EXPECT_EQ(*(*hf)->Decode(*a, true), text);
+  EXPECT_EQ((*hf)->bos_id(), (*gguf)->bos_id());
 }
 
 }  // namespace

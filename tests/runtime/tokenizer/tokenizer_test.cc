@@ -150,6 +150,18 @@ TEST(BpeTest, IgnoreMergesUsesWholeWord) {
   EXPECT_EQ(Enc(*t, "hellx").size(), 5u);
 }
 
+TEST(BpeTest, ByteLevelPrefixSpaceOnEverySegment) {
+  json j = ByteLevelJson();
+  j["pre_tokenizer"]["add_prefix_space"] = true;
+  auto t = FromJson(j);
+  ASSERT_NE(t, nullptr);
+  const int32_t sp = t->TokenId("\xC4\xA0"), sp_w = t->TokenId("\xC4\xA0w");
+  EXPECT_EQ(Enc(*t, "wo")[0], sp_w);
+  // As in Hugging Face, each segment between added tokens gets the prefix.
+  EXPECT_THAT(Enc(*t, "a<|end|>b", false, true),
+              ElementsAre(sp, t->TokenId("a"), 300, sp, t->TokenId("b")));
+}
+
 TEST(BpeTest, MergesAsPairs) {
   json j = ByteLevelJson();
   json pairs = json::array();
@@ -282,6 +294,51 @@ TEST(SpmTest, MismatchedTokenTypesIsAnError) {
   auto t = LoadTokenizer(WriteSpmGguf(/*corrupt_types=*/true));
   ASSERT_FALSE(t.ok());
   EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(GgufTokenizerTest, CorruptOrIncompleteFilesAreErrors) {
+  // Truncated file: the GGUF reader reports it, nothing crashes.
+  const std::string good = WriteSpmGguf();
+  auto bytes = ReadFileToString(good);
+  ASSERT_TRUE(bytes.ok());
+  const std::string dir = testing::MakeTempDir();
+  for (size_t cut :
+       {size_t{3}, size_t{40}, bytes->size() / 2, bytes->size() - 40}) {
+    const std::string path = dir + "/cut.gguf";
+    ASSERT_TRUE(WriteStringToFile(path, bytes->substr(0, cut)).ok());
+    auto cut_tok = LoadTokenizer(path);
+    EXPECT_FALSE(cut_tok.ok()) << cut << " of " << bytes->size() << ": "
+                               << (cut_tok.ok() ? (*cut_tok)->vocab_size() : 0);
+  }
+  // No vocabulary at all.
+  GgufWriter none;
+  none.SetKv("general.architecture", GgufValue::String("llama"));
+  ASSERT_TRUE(none.Write(dir + "/none.gguf").ok());
+  auto t = LoadTokenizer(dir + "/none.gguf");
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound);
+  // A gpt2 vocabulary naming a pre-tokenizer nobody defined.
+  GgufWriter bpe;
+  bpe.SetKv("tokenizer.ggml.model", GgufValue::String("gpt2"));
+  bpe.SetKv("tokenizer.ggml.pre", GgufValue::String("no-such-pre"));
+  bpe.SetKv("tokenizer.ggml.tokens", GgufValue::StringArray({"a", "b", "ab"}));
+  bpe.SetKv("tokenizer.ggml.merges", GgufValue::StringArray({"a b"}));
+  ASSERT_TRUE(bpe.Write(dir + "/bpe.gguf").ok());
+  t = LoadTokenizer(dir + "/bpe.gguf");
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("no-such-pre"));
+  // The same with a known one works, and merges apply.
+  bpe.SetKv("tokenizer.ggml.pre", GgufValue::String("llama-bpe"));
+  ASSERT_TRUE(bpe.Write(dir + "/bpe.gguf").ok());
+  t = LoadTokenizer(dir + "/bpe.gguf");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_THAT(Enc(**t, "ab"), ElementsAre(2));
+  // Unsupported vocabulary types are Unimplemented, not a crash.
+  bpe.SetKv("tokenizer.ggml.model", GgufValue::String("t5"));
+  ASSERT_TRUE(bpe.Write(dir + "/bpe.gguf").ok());
+  t = LoadTokenizer(dir + "/bpe.gguf");
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kUnimplemented);
 }
 
 // --- llama2.c tokenizer.bin -------------------------------------------------
