@@ -57,6 +57,8 @@ std::vector<int32_t> GreedyIds(const Model& model,
   ro.max_num_seqs = 1;
   ro.max_num_batched_tokens = 64;
   ro.kv_dtype = kv_dtype;
+  ro.threads = 1;  // ctest runs tests in parallel on few cores.
+
   auto runner = CreateCpuModelRunner(model, ro);
   EXPECT_TRUE(runner.ok()) << runner.status();
   if (!runner.ok()) return {};
@@ -190,7 +192,7 @@ TEST(GenerateTest, CliRunPrintsIdsEqualToReference) {
   const std::vector<int32_t> expected =
       ParseIdList(ref.substr(ref.find('|') + 1));
   auto r = RunCommand(
-      TesseraBin() + " run --model " + shared +
+      TesseraBin() + " run --threads 1 --model " + shared +
       "/models/stories260K.bin --prompt-ids 1 --temperature 0 --print-ids "
       "--max-tokens " +
       std::to_string(expected.size()));
@@ -199,8 +201,8 @@ TEST(GenerateTest, CliRunPrintsIdsEqualToReference) {
 }
 
 TEST(GenerateTest, CliRunDemoPrintsTextAndStats) {
-  auto r =
-      RunCommand(TesseraBin() + " run --prompt hello --max-tokens 8 --stats");
+  auto r = RunCommand(TesseraBin() +
+                      " run --threads 1 --prompt hello --max-tokens 8 --stats");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.err, ::testing::HasSubstr("decode"));
   EXPECT_THAT(r.err, ::testing::HasSubstr("tok/s"));
