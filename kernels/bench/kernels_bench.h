@@ -11,6 +11,9 @@ struct KernelsBenchOptions {
   int threads = 0;           // 0: all hardware threads.
   double min_seconds = 0.3;  // Per measurement (best of repeated runs).
   bool quick = false;        // Fewer shapes (for smoke tests).
+  // With threads == 1: time on the thread's CPU-time clock (immune to other
+  // processes time-slicing the core; DRAM contention still shows).
+  bool cpu_clock = false;
 };
 
 // Runs every benchmark and prints one line per figure to `out`. Returns 0.

@@ -125,6 +125,8 @@ struct Traits {
   static constexpr int kNc = 96;
   static constexpr int kMc = 64;
   static constexpr int kPad = 32;  // Panel row padding (elements).
+  // Weight rows per GEMV tile (more concurrent DRAM streams).
+  static constexpr int kGemvNr = 4;
   static constexpr int kGemvMaxM = 3;
 };
 

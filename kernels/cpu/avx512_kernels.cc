@@ -3,7 +3,7 @@
 // Math and layouts: see kernels/cpu/internal/kernels_impl.inc. Linear keeps
 // W [n, k] row-major; a 4×6 register tile holds 24 zmm accumulators of
 // x[i]·W[r] partial dot products (4 + 6 loads per 24 FMAs, 29 of 32
-// registers), reduced once per K block of 512 (f32) / 1024 (bf16) elements;
+// registers), reduced once per K block of 1024 (f32) / 2816 (bf16) elements;
 // W blocks of 96 rows stay in L2 while every activation row sweeps them.
 // bf16 weights: vdpbf16ps does 32 multiply-adds per instruction, twice the f32
 // FMA rate, on activations rounded to bf16 (8 significant bits; products are
@@ -133,11 +133,13 @@ inline void ReduceTile(const Simd::V* acc, float* out) {
 struct Traits {
   static constexpr int kMr = 4;
   static constexpr int kNr = 6;
-  static constexpr int kKcF32 = 512;
-  static constexpr int kKcBf16 = 1024;
+  static constexpr int kKcF32 = 1024;
+  static constexpr int kKcBf16 = 2816;
   static constexpr int kNc = 96;
   static constexpr int kMc = 64;
   static constexpr int kPad = 32;  // Panel row padding (elements).
+  // Weight rows per GEMV tile (more concurrent DRAM streams).
+  static constexpr int kGemvNr = 6;
   static constexpr int kGemvMaxM = 4;
 };
 

@@ -13,6 +13,7 @@ void AddBenchKernelsCommand(CLI::App& app, int* exit_code) {
     int threads = 0;
     double min_seconds = 0.3;
     bool quick = false;
+    bool cpu_clock = false;
   };
   auto flags = std::make_shared<Flags>();
   CLI::App* cmd = app.add_subcommand(
@@ -26,11 +27,15 @@ void AddBenchKernelsCommand(CLI::App& app, int* exit_code) {
                   "Time per measurement (best of repeated runs)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--quick", flags->quick, "One shape per benchmark");
+  cmd->add_flag("--cpu-clock", flags->cpu_clock,
+                "With --threads 1: measure thread CPU time instead of wall "
+                "time (for machines shared with other work)");
   cmd->callback([flags, exit_code] {
     kernels::bench::KernelsBenchOptions options;
     options.threads = flags->threads;
     options.min_seconds = flags->min_seconds;
     options.quick = flags->quick;
+    options.cpu_clock = flags->cpu_clock;
     *exit_code = kernels::bench::RunKernelsBench(options, stdout);
   });
 }

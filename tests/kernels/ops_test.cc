@@ -104,7 +104,8 @@ TEST_P(LinearTest, MatchesReferenceOnEveryIsa) {
   ThreadPool pool(3);
   const bool q8 = GetParam().dtype == DType::kQ8_0;
   for (int64_t n : {1, 7, 13, 101}) {
-    for (int64_t k : {q8 ? 32 : 1, q8 ? 64 : 15, 96, q8 ? 1088 : 1100}) {
+    for (int64_t k :
+         {q8 ? 32 : 1, q8 ? 64 : 15, 96, q8 ? 1088 : 1100, q8 ? 3008 : 3000}) {
       LinearCase c = GetParam();
       c.n = n;
       c.k = k;
