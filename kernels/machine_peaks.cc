@@ -136,66 +136,101 @@ __attribute__((target("avx512f,avx512bf16"))) void Bf16Loop(int64_t iters,
 
 }  // namespace
 
-double MeasureReadBandwidthGBs(ThreadPool& pool, double min_seconds) {
-  const int threads = pool.size();
-  std::unique_ptr<uint8_t, decltype(&std::free)> buf(
-      static_cast<uint8_t*>(std::aligned_alloc(64, kBandwidthBytes)),
-      &std::free);
-  std::memset(buf.get(), 1, kBandwidthBytes);
-  std::vector<uint64_t> sinks(threads * 8);  // One cache line per thread.
+PeakProbe::PeakProbe(ThreadPool& pool)
+    : pool_(pool),
+      buffer_(static_cast<uint8_t*>(std::aligned_alloc(64, kBandwidthBytes))),
+      chunk_(kBandwidthBytes / pool.size() / 512 * 512),
+      int_sinks_(pool.size() * 8),  // One cache line per thread.
+      float_sinks_(pool.size() * 16) {
+  std::memset(buffer_, 1, kBandwidthBytes);
+}
+
+PeakProbe::~PeakProbe() { std::free(buffer_); }
+
+void PeakProbe::ReadPass() {
   const CpuFeatures& f = GetCpuFeatures();
-  const int64_t chunk = kBandwidthBytes / threads / 512 * 512;
-  auto pass = [&] {
-    pool.ParallelFor(threads, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
-        const uint8_t* p = buf.get() + t * chunk;
-        sinks[t * 8] += f.HasAvx512() ? ReadAvx512(p, chunk)
-                        : f.avx2      ? ReadAvx2(p, chunk)
-                                      : ReadScalar(p, chunk);
-      }
-    });
-  };
-  return static_cast<double>(chunk * threads) / BestSeconds(min_seconds, pass) /
-         1e9;
+  pool_.ParallelFor(pool_.size(), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const uint8_t* p = buffer_ + t * chunk_;
+      int_sinks_[t * 8] += f.HasAvx512() ? ReadAvx512(p, chunk_)
+                           : f.avx2      ? ReadAvx2(p, chunk_)
+                                         : ReadScalar(p, chunk_);
+    }
+  });
+}
+
+void PeakProbe::F32Pass() {
+  if (!has_f32()) return;
+  const bool wide = GetCpuFeatures().HasAvx512();
+  pool_.ParallelFor(pool_.size(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      wide ? FmaLoopAvx512(kPeakIters, &float_sinks_[i * 16])
+           : FmaLoopAvx2(kPeakIters, &float_sinks_[i * 16]);
+    }
+  });
+}
+
+void PeakProbe::Bf16Pass() {
+  if (!has_bf16()) return;
+  pool_.ParallelFor(pool_.size(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) Bf16Loop(kPeakIters, &float_sinks_[i * 16]);
+  });
+}
+
+double PeakProbe::read_bytes() const {
+  return static_cast<double>(chunk_) * pool_.size();
+}
+
+double PeakProbe::f32_flops() const {
+  const double lanes = GetCpuFeatures().HasAvx512() ? 16.0 : 8.0;
+  return kPeakIters * 16.0 * lanes * 2.0 * pool_.size();
+}
+
+double PeakProbe::bf16_flops() const {
+  return kPeakIters * 16.0 * 64.0 * pool_.size();
+}
+
+bool PeakProbe::has_f32() const {
+  return GetCpuFeatures().HasAvx512() || GetCpuFeatures().HasAvx2();
+}
+
+bool PeakProbe::has_bf16() const {
+  return GetCpuFeatures().HasAvx512() && GetCpuFeatures().avx512_bf16;
+}
+
+double MeasureReadBandwidthGBs(ThreadPool& pool, double min_seconds) {
+  PeakProbe probe(pool);
+  return probe.read_bytes() /
+         BestSeconds(min_seconds, [&] { probe.ReadPass(); }) / 1e9;
 }
 
 double MeasureF32PeakGFlops(ThreadPool& pool, double min_seconds) {
-  const CpuFeatures& f = GetCpuFeatures();
-  if (!f.HasAvx512() && !f.HasAvx2()) return 0;
-  const int threads = pool.size();
-  std::vector<float> sinks(threads * 16);
-  const bool wide = f.HasAvx512();
-  auto pass = [&] {
-    pool.ParallelFor(threads, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        wide ? FmaLoopAvx512(kPeakIters, &sinks[i * 16])
-             : FmaLoopAvx2(kPeakIters, &sinks[i * 16]);
-      }
-    });
-  };
-  const double flop = kPeakIters * 16.0 * (wide ? 32.0 : 16.0) * threads;
-  return flop / BestSeconds(min_seconds, pass) / 1e9;
+  PeakProbe probe(pool);
+  if (!probe.has_f32()) return 0;
+  return probe.f32_flops() /
+         BestSeconds(min_seconds, [&] { probe.F32Pass(); }) / 1e9;
 }
 
 double MeasureBf16PeakGFlops(ThreadPool& pool, double min_seconds) {
-  const CpuFeatures& f = GetCpuFeatures();
-  if (!f.HasAvx512() || !f.avx512_bf16) return 0;
-  const int threads = pool.size();
-  std::vector<float> sinks(threads * 16);
-  auto pass = [&] {
-    pool.ParallelFor(threads, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) Bf16Loop(kPeakIters, &sinks[i * 16]);
-    });
-  };
-  return kPeakIters * 16.0 * 64.0 * threads / BestSeconds(min_seconds, pass) /
-         1e9;
+  PeakProbe probe(pool);
+  if (!probe.has_bf16()) return 0;
+  return probe.bf16_flops() /
+         BestSeconds(min_seconds, [&] { probe.Bf16Pass(); }) / 1e9;
 }
 
 MachinePeaks MeasureMachinePeaks(ThreadPool& pool, double min_seconds) {
+  PeakProbe probe(pool);
   MachinePeaks p;
-  p.read_gbs = MeasureReadBandwidthGBs(pool, min_seconds);
-  p.f32_gflops = MeasureF32PeakGFlops(pool, min_seconds);
-  p.bf16_gflops = MeasureBf16PeakGFlops(pool, min_seconds);
+  p.read_gbs = probe.read_bytes() /
+               BestSeconds(min_seconds, [&] { probe.ReadPass(); }) / 1e9;
+  if (probe.has_f32()) {
+    p.f32_gflops = probe.f32_flops() /
+                   BestSeconds(min_seconds, [&] { probe.F32Pass(); }) / 1e9;
+  }
+  if (probe.has_bf16()) {
+    p.bf16_gflops = probe.bf16_flops() /
+                    BestSeconds(min_seconds, [&] { probe.Bf16Pass(); }) / 1e9;
+  }
   return p;
 }
 

@@ -3,15 +3,52 @@
 // threads.
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
 #include "kernels/thread_pool.h"
 
 namespace tessera::kernels {
 
 struct MachinePeaks {
-  double read_gbs = 0;  // Streaming read bandwidth, GB/s (512 MiB buffer).
-  double f32_gflops =
-      0;  // Register-only FMA loop, GFLOP/s (0 without AVX2/AVX-512).
-  double bf16_gflops = 0;  // vdpbf16ps loop, GFLOP/s (0 without AVX-512-BF16).
+  // Streaming read bandwidth, GB/s (512 MiB buffer).
+  double read_gbs = 0;
+  // Register-only FMA loop, GFLOP/s (0 without AVX2/AVX-512).
+  double f32_gflops = 0;
+  // vdpbf16ps loop, GFLOP/s (0 without AVX-512-BF16).
+  double bf16_gflops = 0;
+};
+
+// One pass of each baseline loop on every pool thread; timing is the caller's
+// (so a benchmark can alternate a baseline pass with the kernel it compares
+// to).
+class PeakProbe {
+ public:
+  // Allocates and touches the 512 MiB bandwidth buffer.
+  explicit PeakProbe(ThreadPool& pool);
+  ~PeakProbe();
+  PeakProbe(const PeakProbe&) = delete;
+  PeakProbe& operator=(const PeakProbe&) = delete;
+
+  // Streams the buffer once (read_bytes() bytes).
+  void ReadPass();
+  // Register-only FMA loops (f32_flops() flops; no-op without AVX2/AVX-512).
+  void F32Pass();
+  // vdpbf16ps loops (bf16_flops() flops; no-op without AVX-512-BF16).
+  void Bf16Pass();
+
+  double read_bytes() const;
+  double f32_flops() const;
+  double bf16_flops() const;
+  bool has_f32() const;
+  bool has_bf16() const;
+
+ private:
+  ThreadPool& pool_;
+  uint8_t* buffer_ = nullptr;
+  int64_t chunk_ = 0;
+  std::vector<uint64_t> int_sinks_;
+  std::vector<float> float_sinks_;
 };
 
 // Best of repeated passes lasting at least `min_seconds` each, on every pool

@@ -25,6 +25,7 @@
 #include "base/random.h"
 #include "base/tensor.h"
 #include "kernels/cpu_features.h"
+#include "kernels/machine_peaks.h"
 #include "kernels/ops.h"
 #include "kernels/thread_pool.h"
 
@@ -79,80 +80,6 @@ std::pair<double, double> BestTimePair(double min_seconds, A&& a, B&& b) {
   return {best_a, best_b};
 }
 
-// Streaming read of [p, p + bytes) as 8 concurrent sub-streams with L2
-// prefetch (one core needs many cache misses in flight; GEMV reads several
-// weight rows at once and prefetches for the same reason).
-__attribute__((target("avx512f"))) uint64_t ReadAvx512(const uint8_t* p,
-                                                       int64_t bytes) {
-  const int64_t part = bytes / 8 / 64 * 64;
-  __m512i a[8];
-  for (int j = 0; j < 8; ++j) a[j] = _mm512_setzero_si512();
-  for (int64_t i = 0; i < part; i += 64) {
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) {
-      // Prefetch to L2 well ahead: the same help the GEMV kernels get, so
-      // the baseline is the best streaming read we know how to do.
-      _mm_prefetch(reinterpret_cast<const char*>(p + j * part + i) + 4096,
-                   _MM_HINT_T1);
-      a[j] = _mm512_xor_si512(
-          a[j], _mm512_load_si512(
-                    reinterpret_cast<const __m512i*>(p + j * part + i)));
-    }
-  }
-  for (int j = 1; j < 8; ++j) a[0] = _mm512_xor_si512(a[0], a[j]);
-  return static_cast<uint64_t>(_mm512_reduce_add_epi64(a[0]));
-}
-
-__attribute__((target("avx2"))) uint64_t ReadAvx2(const uint8_t* p,
-                                                  int64_t bytes) {
-  const int64_t part = bytes / 8 / 32 * 32;
-  __m256i a[8];
-  for (int j = 0; j < 8; ++j) a[j] = _mm256_setzero_si256();
-  for (int64_t i = 0; i < part; i += 32) {
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) {
-      a[j] = _mm256_xor_si256(
-          a[j], _mm256_load_si256(
-                    reinterpret_cast<const __m256i*>(p + j * part + i)));
-    }
-  }
-  for (int j = 1; j < 8; ++j) a[0] = _mm256_xor_si256(a[0], a[j]);
-  return static_cast<uint64_t>(_mm256_extract_epi64(a[0], 0));
-}
-
-// FMA chains: 16 independent accumulators hide the 4-cycle latency on both
-// FMA pipes. Returns flops done.
-__attribute__((target("avx512f"))) double FmaPeakLoop(int64_t iters,
-                                                      float* sink) {
-  __m512 acc[16];
-  for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
-  const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(0.0001f);
-  for (int64_t it = 0; it < iters; ++it) {
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
-  }
-  __m512 s = acc[0];
-  for (int i = 1; i < 16; ++i) s = _mm512_add_ps(s, acc[i]);
-  *sink += _mm512_reduce_add_ps(s);
-  return static_cast<double>(iters) * 16 * 32;
-}
-
-__attribute__((target("avx512f,avx512bf16"))) double Bf16PeakLoop(int64_t iters,
-                                                                  float* sink) {
-  __m512 acc[16];
-  for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
-  const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3c00);
-  const __m512bh b = (__m512bh)_mm512_set1_epi16(0x3a00);
-  for (int64_t it = 0; it < iters; ++it) {
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
-  }
-  __m512 s = acc[0];
-  for (int i = 1; i < 16; ++i) s = _mm512_add_ps(s, acc[i]);
-  *sink += _mm512_reduce_add_ps(s);
-  return static_cast<double>(iters) * 16 * 64;
-}
-
 Tensor RandomWeight(DType dtype, int64_t n, int64_t k, uint64_t seed) {
   Tensor w = Tensor::Empty(dtype, {n, k});
   SplitMix64 rng(seed);
@@ -197,38 +124,16 @@ int RunKernelsBench(const KernelsBenchOptions& options, std::FILE* out) {
   }
   const double min_s = options.min_seconds;
 
-  // ---- Baselines ----
-  const int64_t kBwBytes = int64_t{512} << 20;
-  std::unique_ptr<uint8_t, decltype(&std::free)> buf(
-      static_cast<uint8_t*>(std::aligned_alloc(64, kBwBytes)), &std::free);
-  std::memset(buf.get(), 1, kBwBytes);
-  std::vector<uint64_t> sinks(threads * 8);
-  auto read_pass = [&] {
-    pool.ParallelFor(threads, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
-        const int64_t chunk = kBwBytes / threads / 512 * 512;
-        const uint8_t* p = buf.get() + t * chunk;
-        sinks[t * 8] +=
-            f.HasAvx512() ? ReadAvx512(p, chunk) : ReadAvx2(p, chunk);
-      }
-    });
-  };
-  const int64_t kPeakIters = 1'000'000;
-  std::vector<float> fsink(threads * 16);
-  auto fma_pass = [&] {
-    pool.ParallelFor(threads, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) FmaPeakLoop(kPeakIters, &fsink[i * 16]);
-    });
-  };
-  auto bf16_pass = [&] {
-    pool.ParallelFor(threads, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) Bf16PeakLoop(kPeakIters, &fsink[i * 16]);
-    });
-  };
-  const double fma_flop = kPeakIters * 16.0 * 32.0 * threads;
-  const double bf16_flop = kPeakIters * 16.0 * 64.0 * threads;
+  // ---- Baselines (kernels/machine_peaks.h) ----
+  PeakProbe probe(pool);
+  auto read_pass = [&] { probe.ReadPass(); };
+  auto fma_pass = [&] { probe.F32Pass(); };
+  auto bf16_pass = [&] { probe.Bf16Pass(); };
+  const int64_t kBwBytes = static_cast<int64_t>(probe.read_bytes());
+  const double fma_flop = probe.f32_flops();
+  const double bf16_flop = probe.bf16_flops();
   const bool has_avx512 = f.HasAvx512();
-  const bool has_bf16 = has_avx512 && f.avx512_bf16;
+  const bool has_bf16 = probe.has_bf16();
 
   const double bw = kBwBytes / BestTime(min_s, read_pass) / 1e9;
   std::fprintf(out, "memory read bandwidth: %.1f GB/s (%d threads, 512 MiB)\n",
