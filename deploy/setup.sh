@@ -23,6 +23,8 @@ if [[ "${1:-}" == "--with-test-tools" ]]; then
   packages+=(
     clang libclang-rt-14-dev   # libFuzzer targets
     iproute2                   # network namespaces for multi-host tests
+    prometheus                 # promtool check metrics (server tests)
+    nodejs                     # the npm `openai` client smoke test
   )
 fi
 

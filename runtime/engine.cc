@@ -32,10 +32,21 @@ bool RequestStream::Read(RequestUpdate* update,
                          std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!cv_.wait_for(lock, timeout, [&] { return news_; })) return false;
-  *update = std::move(pending_);
-  pending_ = RequestUpdate{};
-  pending_.prompt_tokens = prompt_tokens_;
+  // Swap buffers rather than move, so both sides keep their capacity and a
+  // steady stream does not allocate per token.
+  update->tokens.clear();
+  update->text.clear();
+  std::swap(update->tokens, pending_.tokens);
+  std::swap(update->text, pending_.text);
+  update->finished = pending_.finished;
+  update->finish_reason = pending_.finish_reason;
+  update->error = pending_.error;
   update->prompt_tokens = prompt_tokens_;
+  update->completion_tokens = pending_.completion_tokens;
+  update->cached_tokens = pending_.cached_tokens;
+  pending_.finished = false;
+  pending_.finish_reason = FinishReason::kNone;
+  pending_.error = absl::OkStatus();
   news_ = false;
   return true;
 }

@@ -218,6 +218,10 @@ TEST(EngineTest, AbortFreesBlocksAtOnce) {
   RequestUpdate u;
   while (!(*s)->Read(&u, 100ms)) {
   }
+  // Stats are published after the step's tokens are pushed; wait for them.
+  for (int i = 0; i < 1000 && engine.stats().kv_cache_usage == 0.0; ++i) {
+    std::this_thread::sleep_for(1ms);
+  }
   EXPECT_GT(engine.stats().kv_cache_usage, 0.0);
   engine.Abort((*s)->id());
   EXPECT_EQ(Drain(**s).reason, FinishReason::kAbort);
