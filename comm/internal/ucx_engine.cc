@@ -85,6 +85,7 @@ struct Peer {
   ucp_rkey_h rkey = nullptr;
   PoolInfo pool{};
   bool failed = false;
+  bool peer_failure_detection = true;  // Error mode PEER (force close ok).
 };
 
 std::string UcsError(ucs_status_t s) { return ucs_status_string(s); }
@@ -99,9 +100,11 @@ class UcxEngine final : public KvTransferEngine {
     stop_.store(true);
     Wake();
     if (thread_.joinable()) thread_.join();
-    if (memh_ != nullptr) ucp_mem_unmap(context_, memh_);
-    if (worker_ != nullptr) ucp_worker_destroy(worker_);
-    if (context_ != nullptr) ucp_cleanup(context_);
+    if (!leak_worker_) {
+      if (memh_ != nullptr) ucp_mem_unmap(context_, memh_);
+      if (worker_ != nullptr) ucp_worker_destroy(worker_);
+      if (context_ != nullptr) ucp_cleanup(context_);
+    }
     if (wake_fd_ >= 0) ::close(wake_fd_);
   }
 
@@ -328,6 +331,7 @@ class UcxEngine final : public KvTransferEngine {
     std::unique_ptr<ReqCtx> owned(ctx);
     ucp_request_free(request);
     --outstanding_requests_;
+    --outstanding_by_peer_[ctx->op->peer];
     Op& op = *ctx->op;
     if (status != UCS_OK) {
       op.Finish(absl::UnavailableError(
@@ -596,7 +600,7 @@ class UcxEngine final : public KvTransferEngine {
         ++it;
       }
     }
-    for (int p : lost) ClosePeer(p);
+    for (int p : lost) ClosePeer(p, /*force=*/true);
     return !lost.empty();
   }
 
@@ -613,7 +617,7 @@ class UcxEngine final : public KvTransferEngine {
     for (int r : failed) {
       FailPeerOps(r, absl::UnavailableError(fmt::format(
                          "rank {} lost: {}", r, UcsError(failed_status_))));
-      ClosePeer(r);
+      ClosePeer(r, /*force=*/true);
     }
     return true;
   }
@@ -649,6 +653,17 @@ class UcxEngine final : public KvTransferEngine {
       };
       ep.err_handler.arg = arg;
       ucs_status_t s = ucp_ep_create(worker_, &ep, &p.ep);
+      if (s == UCS_ERR_UNREACHABLE) {
+        // Shared-memory transports have no peer-failure detection in UCX
+        // 1.13: connect without it; the acknowledgement deadline then
+        // catches a dead peer.
+        ep.field_mask &= ~static_cast<uint64_t>(UCP_EP_PARAM_FIELD_ERR_HANDLER);
+        ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+        s = ucp_ep_create(worker_, &ep, &p.ep);
+        p.peer_failure_detection = false;
+      } else {
+        p.peer_failure_detection = true;
+      }
       if (s != UCS_OK) {
         p.ep = nullptr;
         return absl::UnavailableError(
@@ -668,15 +683,19 @@ class UcxEngine final : public KvTransferEngine {
     return &p;
   }
 
-  void ClosePeer(int peer) {
+  // `force` when the peer is presumed lost or requests to it are stuck: UCX
+  // then completes its outstanding requests with UCS_ERR_CANCELED.
+  void ClosePeer(int peer, bool force) {
     auto it = peers_.find(peer);
     if (it == peers_.end()) return;
     Peer& p = it->second;
     if (p.rkey != nullptr) ucp_rkey_destroy(p.rkey);
     if (p.ep != nullptr) {
       ucp_request_param_t rp{};
-      rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-      rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      if (force) {
+        rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+        rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      }
       ucs_status_ptr_t req = ucp_ep_close_nbx(p.ep, &rp);
       if (UCS_PTR_IS_PTR(req)) closing_.push_back(req);
     }
@@ -717,6 +736,7 @@ class UcxEngine final : public KvTransferEngine {
       return false;
     }
     ++outstanding_requests_;
+    ++outstanding_by_peer_[ctx->op->peer];
     return true;
   }
 
@@ -794,7 +814,7 @@ class UcxEngine final : public KvTransferEngine {
     }
     std::vector<int> ranks;
     for (auto& [r, p] : peers_) ranks.push_back(r);
-    for (int r : ranks) ClosePeer(r);
+    for (int r : ranks) ClosePeer(r, /*force=*/outstanding_by_peer_[r] > 0);
     // Drain: force-closed endpoints complete their requests with errors.
     const auto deadline = Clock::now() + std::chrono::seconds(2);
     while ((outstanding_requests_ > 0 || !closing_.empty()) &&
@@ -810,8 +830,13 @@ class UcxEngine final : public KvTransferEngine {
       }
     }
     if (outstanding_requests_ > 0 || !closing_.empty()) {
-      spdlog::warn("KV transfer engine: {} requests still pending at shutdown",
-                   outstanding_requests_ + static_cast<int>(closing_.size()));
+      // Destroying the worker now would crash inside UCX; leaking it at
+      // process exit is the lesser evil.
+      spdlog::warn(
+          "KV transfer engine: {} requests still pending at shutdown; "
+          "leaking the UCX worker",
+          outstanding_requests_ + static_cast<int>(closing_.size()));
+      leak_worker_ = true;
     }
     live_ops_.clear();
     awaiting_ack_.clear();
@@ -827,6 +852,7 @@ class UcxEngine final : public KvTransferEngine {
   int worker_fd_ = -1;
   int wake_fd_ = -1;
   bool cuda_ = false;
+  bool leak_worker_ = false;
   PoolInfo pool_{};  // Written once by RegisterPool.
 
   std::thread thread_;
@@ -843,6 +869,7 @@ class UcxEngine final : public KvTransferEngine {
   std::vector<std::unique_ptr<ErrArg>> err_args_;
   std::vector<std::unique_ptr<void, void (*)(void*)>> thunks_;
   int outstanding_requests_ = 0;
+  std::map<int, int> outstanding_by_peer_;
   bool ep_error_ = false;
   ucs_status_t failed_status_ = UCS_OK;
 
