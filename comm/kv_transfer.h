@@ -4,8 +4,12 @@
 //
 // Progress model: each engine owns one UCX context and one worker, driven by
 // its own progress thread (the worker is only touched from that thread, so
-// the public methods are thread-safe). The thread busy-polls while transfers
-// are in flight and sleeps on the worker's event fd otherwise.
+// the public methods are thread-safe). By default the thread is event-driven:
+// it arms the worker and sleeps on its event fd (plus an eventfd for new
+// commands), which on a shared or oversubscribed host is far faster than
+// spinning (a spinning sender steals the CPU the receiver needs to
+// acknowledge). KvTransferOptions::busy_poll adds spinning for dedicated
+// cores.
 //
 // Transports follow UCX_TLS (e.g. UCX_TLS=shm or UCX_TLS=tcp).
 #pragma once
@@ -50,6 +54,11 @@ struct KvTransferOptions {
   std::string store_prefix = "tessera/kv";
   // How long to wait for a peer's address and pool key in the store.
   std::chrono::milliseconds lookup_timeout{30000};
+  // If > 0, the progress thread spins while requests are in flight and for
+  // this long after the last activity before sleeping (dedicated cores only).
+  std::chrono::microseconds busy_poll{0};
+  // Longest sleep on the event fds; also the resolution of timeouts.
+  int nap_ms = 50;
 };
 
 class KvTransferEngine {
@@ -67,6 +76,12 @@ class KvTransferEngine {
   // it.
   virtual absl::Status RegisterPool(void* base, int64_t block_bytes,
                                     int64_t num_blocks) = 0;
+
+  // Like RegisterPool, but UCX allocates the (zeroed) pool, which lets
+  // shared-memory transports write it directly; returns its address, valid
+  // until the engine is destroyed.
+  virtual absl::StatusOr<void*> AllocatePool(int64_t block_bytes,
+                                             int64_t num_blocks) = 0;
 
   // Puts the listed blocks into `peer`'s pool (runs of blocks adjacent in
   // both pools go as one put), flushes, and notifies the receiver with

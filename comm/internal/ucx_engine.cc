@@ -158,9 +158,25 @@ class UcxEngine final : public KvTransferEngine {
     return store_->Set(Key(rank_, "worker"), address);
   }
 
+  absl::StatusOr<void*> AllocatePool(int64_t block_bytes,
+                                     int64_t num_blocks) override {
+    RETURN_IF_ERROR(RegisterPoolImpl(nullptr, block_bytes, num_blocks));
+    return reinterpret_cast<void*>(pool_.base);
+  }
+
   absl::Status RegisterPool(void* base, int64_t block_bytes,
                             int64_t num_blocks) override {
-    if (base == nullptr || block_bytes <= 0 || num_blocks <= 0) {
+    if (base == nullptr) {
+      return absl::InvalidArgumentError("RegisterPool needs a buffer");
+    }
+    return RegisterPoolImpl(base, block_bytes, num_blocks);
+  }
+
+  // base == nullptr: UCX allocates the pool (shared-memory segments, so
+  // shm puts are plain copies into the peer's mapping).
+  absl::Status RegisterPoolImpl(void* base, int64_t block_bytes,
+                                int64_t num_blocks) {
+    if (block_bytes <= 0 || num_blocks <= 0) {
       return absl::InvalidArgumentError(
           "RegisterPool needs a buffer, block_bytes > 0 and num_blocks > 0");
     }
@@ -179,11 +195,22 @@ class UcxEngine final : public KvTransferEngine {
           UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
       mp.address = base;
       mp.length = static_cast<size_t>(block_bytes * num_blocks);
+      if (base == nullptr) {
+        mp.field_mask |= UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+        mp.flags = UCP_MEM_MAP_ALLOCATE;
+      }
       ucs_status_t s = ucp_mem_map(context_, &mp, &memh_);
       if (s != UCS_OK) {
         memh_ = nullptr;
         status = absl::ResourceExhaustedError("ucp_mem_map: " + UcsError(s));
         return;
+      }
+      if (base == nullptr) {
+        ucp_mem_attr_t attr{};
+        attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS;
+        ucp_mem_query(memh_, &attr);
+        base = attr.address;
+        std::memset(base, 0, mp.length);
       }
       void* rkey = nullptr;
       size_t rkey_len = 0;
@@ -526,13 +553,16 @@ class UcxEngine final : public KvTransferEngine {
       if (busy) last_activity = now;
       // Spin while work is in flight or was recent (latency); sleep on the
       // event fds otherwise (the host is shared).
-      if (outstanding_requests_ > 0 || !awaiting_ack_.empty() ||
-          now - last_activity < std::chrono::microseconds(200)) {
+      if ((outstanding_requests_ > 0 || !awaiting_ack_.empty() ||
+           now - last_activity < options_.busy_poll) &&
+          options_.busy_poll.count() > 0) {
         continue;
       }
       if (ucp_worker_arm(worker_) == UCS_ERR_BUSY) continue;
       pollfd fds[2] = {{worker_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-      ::poll(fds, 2, 50);
+      // Not every transport signals the event fd for every arrival (shared
+      // memory in UCX 1.13 may not), so sleep briefly rather than long.
+      ::poll(fds, 2, options_.nap_ms);
       if (fds[1].revents & POLLIN) {
         uint64_t v;
         [[maybe_unused]] ssize_t n = ::read(wake_fd_, &v, sizeof(v));
@@ -652,8 +682,10 @@ class UcxEngine final : public KvTransferEngine {
         ea->self->ep_error_ = true;
       };
       ep.err_handler.arg = arg;
-      ucs_status_t s = ucp_ep_create(worker_, &ep, &p.ep);
+      ucs_status_t s = UCS_ERR_UNREACHABLE;
+      if (!peer_mode_unsupported_) s = ucp_ep_create(worker_, &ep, &p.ep);
       if (s == UCS_ERR_UNREACHABLE) {
+        peer_mode_unsupported_ = true;  // Ask (and log) once, not per peer.
         // Shared-memory transports have no peer-failure detection in UCX
         // 1.13: connect without it; the acknowledgement deadline then
         // catches a dead peer.
@@ -853,6 +885,7 @@ class UcxEngine final : public KvTransferEngine {
   int wake_fd_ = -1;
   bool cuda_ = false;
   bool leak_worker_ = false;
+  bool peer_mode_unsupported_ = false;
   PoolInfo pool_{};  // Written once by RegisterPool.
 
   std::thread thread_;
