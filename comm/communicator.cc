@@ -130,7 +130,11 @@ absl::Status Communicator::AllReduceSum(void* data, int64_t count,
   RETURN_IF_ERROR(CheckBuffer(data, count, "all-reduce"));
   if (count == 0) return absl::OkStatus();
   if (device_buffers()) {
-    return absl::UnimplementedError("device all-reduce is backend-specific");
+    if (options_.deterministic) {
+      return absl::UnimplementedError(
+          "deterministic all-reduce is host-only for now (MPI, Gloo)");
+    }
+    return DeviceAllReduce(data, count, dtype);
   }
   const int n = size();
   if (options_.deterministic && n > 1) {
@@ -160,6 +164,15 @@ absl::Status Communicator::AllReduceSum(void* data, int64_t count,
   return absl::OkStatus();
 }
 
+absl::Status Communicator::DeviceAllReduce(void*, int64_t, DType) {
+  return absl::UnimplementedError("this backend has no device all-reduce");
+}
+
+absl::Status Communicator::DeviceReduceScatter(const void*, void*, int64_t,
+                                               DType) {
+  return absl::UnimplementedError("this backend has no device reduce-scatter");
+}
+
 absl::Status Communicator::DeterministicReduceScatter(const void* send,
                                                       void* recv,
                                                       int64_t count_per_rank,
@@ -186,8 +199,11 @@ absl::Status Communicator::ReduceScatterSum(const void* send, void* recv,
   RETURN_IF_ERROR(CheckBuffer(recv, count_per_rank, "reduce-scatter recv"));
   if (count_per_rank == 0) return absl::OkStatus();
   if (device_buffers()) {
-    return absl::UnimplementedError(
-        "device reduce-scatter is backend-specific");
+    if (options_.deterministic) {
+      return absl::UnimplementedError(
+          "deterministic reduce-scatter is host-only for now (MPI, Gloo)");
+    }
+    return DeviceReduceScatter(send, recv, count_per_rank, dtype);
   }
   if (options_.deterministic) {
     return DeterministicReduceScatter(send, recv, count_per_rank, dtype);

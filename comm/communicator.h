@@ -112,9 +112,13 @@ class Communicator {
   virtual absl::Status BarrierImpl() = 0;
   virtual absl::StatusOr<std::unique_ptr<Communicator>> SubgroupImpl(
       const std::vector<int>& ranks) = 0;
-  // True when buffers live on the device (NCCL): the generic f16/bf16 and
-  // deterministic paths, which convert on the host, are then unavailable.
+  // True when buffers live on the device (NCCL): reductions then go to
+  // DeviceAllReduce/DeviceReduceScatter in the buffer's own dtype, and the
+  // host-side deterministic path is unavailable.
   virtual bool device_buffers() const { return false; }
+  virtual absl::Status DeviceAllReduce(void* data, int64_t count, DType dtype);
+  virtual absl::Status DeviceReduceScatter(const void* send, void* recv,
+                                           int64_t count_per_rank, DType dtype);
 
  private:
   absl::Status DeterministicReduceScatter(const void* send, void* recv,
