@@ -239,7 +239,8 @@ class UcxEngine final : public KvTransferEngine {
           "Transfer before RegisterPool on this engine");
     }
     if (peer < 0) return absl::InvalidArgumentError("bad peer rank");
-    ASSIGN_OR_RETURN(PeerInfo info, LookupPeer(peer, /*need_pool=*/true));
+    ASSIGN_OR_RETURN(PeerInfo info,
+                     LookupPeer(peer, /*need_pool=*/true, timeout));
     // Validate and coalesce: sort by source, merge runs adjacent on both
     // sides. Runs are (src offset, dst addr, bytes).
     std::vector<BlockCopy> sorted(blocks.begin(), blocks.end());
@@ -328,7 +329,8 @@ class UcxEngine final : public KvTransferEngine {
           fmt::format("control message of {} bytes exceeds {}", payload.size(),
                       kMaxControlBytes));
     }
-    ASSIGN_OR_RETURN(PeerInfo info, LookupPeer(peer, /*need_pool=*/false));
+    ASSIGN_OR_RETURN(PeerInfo info,
+                     LookupPeer(peer, /*need_pool=*/false, timeout));
     auto op = std::make_shared<Op>();
     op->is_transfer = false;
     op->peer = peer;
@@ -384,7 +386,11 @@ class UcxEngine final : public KvTransferEngine {
     return fmt::format("{}/{}/{}", options_.store_prefix, rank, what);
   }
 
-  absl::StatusOr<PeerInfo> LookupPeer(int peer, bool need_pool) {
+  // Reads (once) the peer's worker address and pool key from the store,
+  // waiting at most min(timeout, lookup_timeout).
+  absl::StatusOr<PeerInfo> LookupPeer(int peer, bool need_pool,
+                                      std::chrono::milliseconds timeout) {
+    const auto wait = std::min(timeout, options_.lookup_timeout);
     {
       std::lock_guard lock(peers_mu_);
       auto it = peer_info_.find(peer);
@@ -393,7 +399,7 @@ class UcxEngine final : public KvTransferEngine {
       }
     }
     PeerInfo info;
-    auto addr = store_->Get(Key(peer, "worker"), options_.lookup_timeout);
+    auto addr = store_->Get(Key(peer, "worker"), wait);
     if (!addr.ok()) {
       return absl::UnavailableError(
           fmt::format("rank {} has no KV transfer engine: {}", peer,
@@ -401,7 +407,7 @@ class UcxEngine final : public KvTransferEngine {
     }
     info.address = *std::move(addr);
     if (need_pool) {
-      auto pool = store_->Get(Key(peer, "pool"), options_.lookup_timeout);
+      auto pool = store_->Get(Key(peer, "pool"), wait);
       if (!pool.ok()) {
         return absl::UnavailableError(
             fmt::format("rank {} registered no KV pool: {}", peer,
