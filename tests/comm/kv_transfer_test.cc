@@ -238,6 +238,26 @@ TEST_P(KvTransferTest, CancelStopsAWaitingTransfer) {
   testing::WaitChild(rx, std::chrono::seconds(5));
 }
 
+// A peer that never started: Unavailable within the timeout, naming it.
+TEST_P(KvTransferTest, MissingPeerIsUnavailableWithinTimeout) {
+  const int port = server_->port();
+  pid_t tx = testing::ForkChild([port] {
+    Env env;
+    if (int rc = StartRank(port, 0, &env)) return rc;
+    std::vector<BlockCopy> one = {{0, 0}};
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status s = env.engine->Transfer(5, 1, one, milliseconds(300));
+    const auto took = std::chrono::steady_clock::now() - start;
+    if (s.code() != absl::StatusCode::kUnavailable) return 60;
+    if (std::string(s.message()).find("rank 5") == std::string::npos) {
+      return 61;
+    }
+    if (took > milliseconds(1500)) return 62;
+    return 0;
+  });
+  EXPECT_EQ(testing::WaitChild(tx, std::chrono::seconds(10)), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, KvTransferTest,
                          ::testing::Values("shm", "tcp"), [](const auto& info) {
                            return std::string(info.param);
