@@ -47,7 +47,9 @@ struct CommOptions {
   int device = -1;
 };
 
-// A group of ranks that run collectives together.
+// A group of ranks that run collectives together. Not thread-safe: drive
+// each communicator (and its sub-groups' collectives) from one thread at a
+// time.
 class Communicator {
  public:
   virtual ~Communicator() = default;
