@@ -180,7 +180,8 @@ class GlooCommunicator final : public Communicator {
             throw gloo::InvalidOperationException(
                 "send and recv sizes to self differ");
           }
-          std::memcpy(r + ro, s + so, static_cast<size_t>(sb[p]));
+          if (sb[p] > 0)
+            std::memcpy(r + ro, s + so, static_cast<size_t>(sb[p]));
         } else {
           if (rb[p] > 0) {
             recvs.push_back(context_->createUnboundBuffer(r + ro, rb[p]));
