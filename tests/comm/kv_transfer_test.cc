@@ -144,20 +144,28 @@ int Sender(int port) {
 
 class KvTransferTest : public ::testing::TestWithParam<const char*> {
  protected:
+  // Children are forked while this process has no threads (a fork taken
+  // while another thread holds an allocator lock deadlocks the child, e.g.
+  // under ASan), so the store server starts only after the forks.
   void SetUp() override {
     ::setenv("UCX_TLS", GetParam(), 1);
-    auto server = StoreServer::Start("127.0.0.1", 0);
-    ASSERT_TRUE(server.ok());
+    port_ = testing::FreePort();
+  }
+  void StartServer() {
+    auto server = StoreServer::Start("127.0.0.1", port_);
+    ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(server).value();
   }
   void TearDown() override { ::unsetenv("UCX_TLS"); }
+  int port_ = 0;
   std::unique_ptr<StoreServer> server_;
 };
 
 TEST_P(KvTransferTest, RandomNonContiguousBlocksArriveIntact) {
-  const int port = server_->port();
+  const int port = port_;
   pid_t rx = testing::ForkChild([port] { return Receiver(port); });
   pid_t tx = testing::ForkChild([port] { return Sender(port); });
+  StartServer();
   EXPECT_EQ(testing::WaitChild(tx, std::chrono::seconds(30)), 0);
   EXPECT_EQ(testing::WaitChild(rx, std::chrono::seconds(30)), 0);
 }
@@ -166,7 +174,7 @@ TEST_P(KvTransferTest, RandomNonContiguousBlocksArriveIntact) {
 // transfer (or the one in flight) must fail with Unavailable within its
 // timeout, and the sender must exit cleanly (no hang at shutdown).
 TEST_P(KvTransferTest, KilledReceiverGivesUnavailableWithinTimeout) {
-  const int port = server_->port();
+  const int port = port_;
   pid_t rx = testing::ForkChild([port] {
     Env env;
     if (int rc = StartRank(port, 1, &env)) return rc;
@@ -193,6 +201,7 @@ TEST_P(KvTransferTest, KilledReceiverGivesUnavailableWithinTimeout) {
       return 0;
     }
   });
+  StartServer();
   auto client = ConnectStore("127.0.0.1", port, std::chrono::seconds(5));
   ASSERT_TRUE(client.ok());
   ASSERT_TRUE((*client)->Get("started", std::chrono::seconds(10)).ok());
@@ -205,20 +214,19 @@ TEST_P(KvTransferTest, KilledReceiverGivesUnavailableWithinTimeout) {
 // A receiver that stops responding (SIGSTOP): Cancel makes the transfer
 // return Cancelled at once instead of waiting for the timeout.
 TEST_P(KvTransferTest, CancelStopsAWaitingTransfer) {
-  const int port = server_->port();
+  const int port = port_;
   pid_t rx = testing::ForkChild([port] {
     Env env;
     if (int rc = StartRank(port, 1, &env)) return rc;
     (void)env.store->Set("rx-ready", "");
     while (true) std::this_thread::sleep_for(std::chrono::seconds(1));
   });
-  auto client = ConnectStore("127.0.0.1", port, std::chrono::seconds(5));
-  ASSERT_TRUE(client.ok());
-  ASSERT_TRUE((*client)->Get("rx-ready", std::chrono::seconds(10)).ok());
-  ::kill(rx, SIGSTOP);
   pid_t tx = testing::ForkChild([port] {
     Env env;
     if (int rc = StartRank(port, 0, &env)) return rc;
+    if (!env.store->Get("rx-stopped", std::chrono::seconds(10)).ok()) {
+      return 52;
+    }
     std::vector<BlockCopy> one = {{0, 0}};
     std::thread canceller([&] {
       std::this_thread::sleep_for(milliseconds(300));
@@ -233,6 +241,12 @@ TEST_P(KvTransferTest, CancelStopsAWaitingTransfer) {
     }
     return 0;
   });
+  StartServer();
+  auto client = ConnectStore("127.0.0.1", port, std::chrono::seconds(5));
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE((*client)->Get("rx-ready", std::chrono::seconds(10)).ok());
+  ::kill(rx, SIGSTOP);
+  ASSERT_TRUE((*client)->Set("rx-stopped", "").ok());
   EXPECT_EQ(testing::WaitChild(tx, std::chrono::seconds(15)), 0);
   ::kill(rx, SIGKILL);
   testing::WaitChild(rx, std::chrono::seconds(5));
@@ -240,7 +254,7 @@ TEST_P(KvTransferTest, CancelStopsAWaitingTransfer) {
 
 // A peer that never started: Unavailable within the timeout, naming it.
 TEST_P(KvTransferTest, MissingPeerIsUnavailableWithinTimeout) {
-  const int port = server_->port();
+  const int port = port_;
   pid_t tx = testing::ForkChild([port] {
     Env env;
     if (int rc = StartRank(port, 0, &env)) return rc;
@@ -255,6 +269,7 @@ TEST_P(KvTransferTest, MissingPeerIsUnavailableWithinTimeout) {
     if (took > milliseconds(1500)) return 62;
     return 0;
   });
+  StartServer();
   EXPECT_EQ(testing::WaitChild(tx, std::chrono::seconds(10)), 0);
 }
 
