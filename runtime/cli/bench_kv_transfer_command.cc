@@ -1,11 +1,309 @@
+// `tessera bench kv-transfer`: KV-block transfer bandwidth between two
+// processes over the UCX engine, next to `ucx_perftest` put bandwidth for the
+// same message size and transport, measured in the same run.
+//
+// Without a world (no --rank/--world-size, no launcher env) it forks the
+// receiver itself on this host; in a world of >= 2 ranks rank 0 sends to
+// --peer-rank and ucx_perftest is skipped (it would need both hosts).
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "base/random.h"
+#include "comm/kv_transfer.h"
+#include "fmt/format.h"
+#include "runtime/cli/internal/byte_size.h"
+#include "runtime/cli/internal/comm_flags.h"
 #include "runtime/cli/internal/command.h"
 
 namespace tessera::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+struct KvFlags {
+  CommFlags comm;
+  std::string block_bytes = "64K";
+  int64_t blocks = 64;
+  int iters = 200;
+  int warmup = 20;
+  int peer_rank = 1;
+  std::string tls;
+  bool scatter = false;
+  bool perftest = true;
+  bool malloc_pool = false;
+};
+
+constexpr auto kTimeout = milliseconds(10000);
+
+// Progress-thread tuning from the environment (for experiments).
+comm::KvTransferOptions EngineOptions() {
+  comm::KvTransferOptions o;
+  if (const char* v = std::getenv("TESSERA_KV_BUSY_POLL_US")) {
+    o.busy_poll = std::chrono::microseconds(std::atoll(v));
+  }
+  if (const char* v = std::getenv("TESSERA_KV_NAP_MS")) o.nap_ms = std::atoi(v);
+  return o;
+}
+
+// Receiver: registers its pool and acknowledges transfers until "stop".
+int RunReceiver(comm::Store* store, int rank, int64_t block_bytes,
+                int64_t blocks, bool malloc_pool) {
+  auto engine = comm::KvTransferEngine::Create(rank, store, EngineOptions());
+  if (!engine.ok()) {
+    std::fprintf(stderr, "tessera bench kv-transfer: receiver: %s\n",
+                 std::string(engine.status().message()).c_str());
+    return kExitFailure;
+  }
+  std::vector<char> user_pool;
+  if (malloc_pool) {
+    user_pool.resize(static_cast<size_t>(block_bytes * blocks));
+    if (!(*engine)->RegisterPool(user_pool.data(), block_bytes, blocks).ok()) {
+      return kExitFailure;
+    }
+  } else if (!(*engine)->AllocatePool(block_bytes, blocks).ok()) {
+    return kExitFailure;
+  }
+  while (true) {
+    auto m = (*engine)->WaitControl(milliseconds(50));
+    while ((*engine)->WaitCompletion(milliseconds(0)).ok()) {
+    }
+    if (m.ok() && m->payload == "stop") return kExitOk;
+  }
+}
+
+struct SenderResult {
+  double gbps = 0, us_per_transfer = 0, setup_us = 0;
+  int64_t puts = 0;
+};
+
+absl::StatusOr<SenderResult> RunSender(comm::Store* store, int rank, int peer,
+                                       int64_t block_bytes, const KvFlags& f) {
+  ASSIGN_OR_RETURN(auto engine, comm::KvTransferEngine::Create(
+                                    rank, store, EngineOptions()));
+  std::vector<char> user_pool;
+  char* pool = nullptr;
+  if (f.malloc_pool) {
+    user_pool.resize(static_cast<size_t>(block_bytes * f.blocks));
+    pool = user_pool.data();
+    RETURN_IF_ERROR(engine->RegisterPool(pool, block_bytes, f.blocks));
+  } else {
+    ASSIGN_OR_RETURN(void* base, engine->AllocatePool(block_bytes, f.blocks));
+    pool = static_cast<char*>(base);
+  }
+  SplitMix64 rng(1);
+  for (int64_t i = 0; i < block_bytes * f.blocks; ++i) {
+    pool[i] = static_cast<char>(rng.Next());
+  }
+  std::vector<comm::BlockCopy> list(static_cast<size_t>(f.blocks));
+  for (int64_t b = 0; b < f.blocks; ++b) list[b] = {b, b};
+  SenderResult r;
+  r.puts = 1;
+  if (f.scatter) {  // Destinations shuffled: no two blocks coalesce.
+    for (int64_t i = f.blocks - 1; i > 0; --i) {
+      std::swap(list[i].dst_block,
+                list[rng.Next() % static_cast<uint64_t>(i + 1)].dst_block);
+    }
+    r.puts = 0;
+    std::vector<comm::BlockCopy> sorted = list;
+    for (size_t i = 0; i < sorted.size(); ++i) {
+      if (i == 0 || sorted[i].dst_block != sorted[i - 1].dst_block + 1)
+        ++r.puts;
+    }
+  }
+  uint64_t id = 1;
+  for (int i = 0; i < f.warmup; ++i) {
+    RETURN_IF_ERROR(engine->Transfer(peer, id++, list, kTimeout));
+  }
+  auto start = Clock::now();
+  for (int i = 0; i < f.iters; ++i) {
+    RETURN_IF_ERROR(engine->Transfer(peer, id++, list, kTimeout));
+  }
+  double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  r.gbps = static_cast<double>(block_bytes) * f.blocks * f.iters / secs / 1e9;
+  r.us_per_transfer = secs * 1e6 / f.iters;
+  // Per-request overhead: one block, everything else the same.
+  std::vector<comm::BlockCopy> one = {{0, 0}};
+  const int n = std::max(50, f.iters);
+  for (int i = 0; i < 10; ++i) {
+    RETURN_IF_ERROR(engine->Transfer(peer, id++, one, kTimeout));
+  }
+  start = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    RETURN_IF_ERROR(engine->Transfer(peer, id++, one, kTimeout));
+  }
+  secs = std::chrono::duration<double>(Clock::now() - start).count();
+  r.setup_us = secs * 1e6 / n;
+  RETURN_IF_ERROR(engine->SendControl(peer, "stop", kTimeout));
+  return r;
+}
+
+int FreePort() {
+  auto server = comm::StoreServer::Start("127.0.0.1", 0);
+  return server.ok() ? (*server)->port() : 13337;
+}
+
+// ucx_perftest ucp_put_bw at `bytes` on loopback (server + client pair);
+// returns GB/s (1e9 bytes/s), or an error when it is not installed.
+absl::StatusOr<double> RunPerftest(int64_t bytes, int iters) {
+  const int port = FreePort();
+  const std::string common =
+      fmt::format("-t ucp_put_bw -s {} -n {} -p {}", bytes, iters, port);
+  pid_t server = ::fork();
+  if (server == 0) {
+    const std::string cmd = "exec ucx_perftest " + common + " >/dev/null 2>&1";
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::optional<double> mbps;
+  for (int attempt = 0; attempt < 50 && !mbps; ++attempt) {
+    std::this_thread::sleep_for(milliseconds(100));
+    const std::string cmd = "ucx_perftest 127.0.0.1 " + common + " 2>&1";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    if (p == nullptr) break;
+    char line[512];
+    while (std::fgets(line, sizeof(line), p) != nullptr) {
+      // Final: iters p50 avg overall bw_avg bw_overall msgrate_avg msgrate
+      if (std::strncmp(line, "Final:", 6) == 0) {
+        double v[8];
+        if (std::sscanf(line + 6, "%lf %lf %lf %lf %lf %lf %lf %lf", &v[0],
+                        &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) == 8) {
+          mbps = v[5];
+        }
+      }
+    }
+    const int rc = ::pclose(p);
+    if (WIFEXITED(rc) && WEXITSTATUS(rc) == 127) break;  // Not installed.
+  }
+  ::kill(server, SIGTERM);
+  ::waitpid(server, nullptr, 0);
+  if (!mbps) {
+    return absl::UnavailableError(
+        "ucx_perftest did not run (is ucx-utils "
+        "installed?)");
+  }
+  return *mbps * 1024.0 * 1024.0 / 1e9;  // perftest's MB is 2^20 bytes.
+}
+
+absl::Status RunBench(const KvFlags& f, int* exit_code) {
+  ASSIGN_OR_RETURN(int64_t block_bytes, ParseByteSize(f.block_bytes));
+  if (block_bytes <= 0 || f.blocks <= 0 ||
+      block_bytes * f.blocks > (int64_t{8} << 30)) {
+    return absl::InvalidArgumentError(
+        "need --block-bytes > 0, --blocks > 0 and at most 8 GiB in total");
+  }
+  if (!f.tls.empty()) ::setenv("UCX_TLS", f.tls.c_str(), 1);
+  const char* tls_env = std::getenv("UCX_TLS");
+  const std::string tls = tls_env ? tls_env : "default";
+  ASSIGN_OR_RETURN(comm::WorldInfo world, ResolveWorldFromFlags(f.comm));
+  const auto timeout = milliseconds(f.comm.timeout_ms);
+
+  absl::StatusOr<SenderResult> result;
+  if (world.world_size == 1) {
+    // Fork the receiver before any UCX state exists in this process.
+    ASSIGN_OR_RETURN(auto server, comm::StoreServer::Start("127.0.0.1", 0));
+    const int port = server->port();
+    pid_t child = ::fork();
+    if (child == 0) {
+      auto store = comm::ConnectStore("127.0.0.1", port, timeout);
+      ::_exit(store.ok() ? RunReceiver(store->get(), 1, block_bytes, f.blocks,
+                                       f.malloc_pool)
+                         : kExitFailure);
+    }
+    ASSIGN_OR_RETURN(auto store,
+                     comm::ConnectStore("127.0.0.1", port, timeout));
+    result = RunSender(store.get(), 0, 1, block_bytes, f);
+    if (!result.ok()) ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+  } else {
+    if (f.peer_rank <= 0 || f.peer_rank >= world.world_size) {
+      return absl::InvalidArgumentError(
+          fmt::format("--peer-rank must be in [1, {})", world.world_size));
+    }
+    ASSIGN_OR_RETURN(auto boot, comm::Bootstrap::Join(world, timeout));
+    if (world.rank == f.peer_rank) {
+      *exit_code = RunReceiver(&boot->store(), world.rank, block_bytes,
+                               f.blocks, f.malloc_pool);
+    } else if (world.rank == 0) {
+      result = RunSender(&boot->store(), 0, f.peer_rank, block_bytes, f);
+    }
+    RETURN_IF_ERROR(boot->Barrier("bench-kv-done", milliseconds(600000)));
+    if (world.rank != 0) return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(result.status());
+  const SenderResult& r = *result;
+  std::printf(
+      "kv-transfer: %.2f GB/s, %.1f us per transfer (%ld blocks x %ld B, %ld "
+      "put(s) per transfer, UCX_TLS=%s, %s pool)\n",
+      r.gbps, r.us_per_transfer, static_cast<long>(f.blocks),
+      static_cast<long>(block_bytes), static_cast<long>(r.puts), tls.c_str(),
+      f.malloc_pool ? "malloc" : "UCX-allocated");
+  std::printf(
+      "set-up: %.1f us per request (1-block transfer: put, flush, notify, "
+      "ack)\n",
+      r.setup_us);
+  if (f.perftest && world.world_size == 1) {
+    // The same message size as one of our puts.
+    const int64_t put_bytes = block_bytes * f.blocks / r.puts;
+    auto pt = RunPerftest(put_bytes, f.iters);
+    if (pt.ok()) {
+      std::printf(
+          "ucx_perftest put_bw: %.2f GB/s at %ld B (UCX_TLS=%s); ratio "
+          "kv-transfer/perftest = %.2f\n",
+          *pt, static_cast<long>(put_bytes), tls.c_str(), r.gbps / *pt);
+    } else {
+      std::printf("ucx_perftest: %s\n",
+                  std::string(pt.status().message()).c_str());
+    }
+  }
+  std::fflush(stdout);
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 void AddBenchKvTransferCommand(CLI::App& app, int* exit_code) {
-  AddPendingCommand(app, "kv-transfer",
-                    "Benchmark KV-block transfer against ucx_perftest",
-                    "communication layer, issue 5", exit_code);
+  CLI::App* sub = app.add_subcommand(
+      "kv-transfer", "Benchmark KV-block transfer against ucx_perftest");
+  auto f = std::make_shared<KvFlags>();
+  sub->add_option("--block-bytes", f->block_bytes,
+                  "Bytes per KV block (e.g. 64K)");
+  sub->add_option("--blocks", f->blocks, "Blocks per transfer")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  sub->add_option("--iters", f->iters, "Timed transfers")
+      ->check(CLI::Range(1, 1000000));
+  sub->add_option("--warmup", f->warmup, "Untimed transfers")
+      ->check(CLI::Range(0, 1000000));
+  sub->add_option("--peer-rank", f->peer_rank,
+                  "Receiving rank when run in a world of >= 2 ranks");
+  sub->add_option("--tls", f->tls,
+                  "Sets UCX_TLS (e.g. shm, tcp) for both the engine and "
+                  "ucx_perftest");
+  sub->add_flag("--scatter", f->scatter,
+                "Shuffle destination blocks (no coalescing)");
+  sub->add_flag("--malloc-pool", f->malloc_pool,
+                "Register malloc'ed pools (RegisterPool) instead of letting "
+                "UCX allocate them (AllocatePool)");
+  sub->add_flag("!--no-perftest", f->perftest, "Skip the ucx_perftest run");
+  AddCommFlags(sub, &f->comm);
+  sub->final_callback([f, exit_code] {
+    *exit_code = kExitOk;
+    absl::Status s = RunBench(*f, exit_code);
+    if (!s.ok()) {
+      *exit_code = ReportError("bench kv-transfer", std::string(s.message()));
+    }
+  });
 }
 
 }  // namespace tessera::cli

@@ -1,0 +1,235 @@
+// NCCL backend (device memory). Compiled whenever CUDA and NCCL are found;
+// its tests are labelled `gpu`. Buffers are CUDA device pointers; every call
+// is enqueued on the communicator's own stream and synchronized before
+// returning (callers that overlap will get an async API later).
+//
+// f16/bf16 sums run in NCCL in the buffer's dtype (NCCL's own accumulation);
+// deterministic mode is host-only for now (see communicator.h).
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "comm/internal/backend_factories.h"
+#include "fmt/format.h"
+#include "spdlog/spdlog.h"
+
+namespace tessera::comm::internal {
+namespace {
+
+absl::Status NcclStatus(ncclResult_t r, const char* what) {
+  if (r == ncclSuccess) return absl::OkStatus();
+  if (r == ncclInvalidArgument || r == ncclInvalidUsage) {
+    return absl::InvalidArgumentError(
+        fmt::format("NCCL {}: {}", what, ncclGetErrorString(r)));
+  }
+  return absl::UnavailableError(
+      fmt::format("NCCL {}: {}", what, ncclGetErrorString(r)));
+}
+
+absl::Status CudaStatus(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(
+      fmt::format("CUDA {}: {}", what, cudaGetErrorString(e)));
+}
+
+absl::StatusOr<ncclDataType_t> NcclType(DType t) {
+  switch (t) {
+    case DType::kF32:
+      return ncclFloat32;
+    case DType::kF16:
+      return ncclFloat16;
+    case DType::kBF16:
+      return ncclBfloat16;
+    default:
+      return absl::InvalidArgumentError("NCCL sums take f32, f16 or bf16");
+  }
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(ncclComm_t comm, cudaStream_t stream, int rank, int size,
+                   int device, Store& store, std::string group_id,
+                   const CommOptions& options)
+      : Communicator(options),
+        comm_(comm),
+        stream_(stream),
+        rank_(rank),
+        size_(size),
+        device_(device),
+        store_(store),
+        group_id_(std::move(group_id)) {}
+  ~NcclCommunicator() override {
+    ncclCommDestroy(comm_);
+    cudaStreamDestroy(stream_);
+    if (scratch_ != nullptr) cudaFree(scratch_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string_view backend() const override { return "nccl"; }
+
+  // Rank 0 publishes a unique id under `group_id`; everyone joins.
+  static absl::StatusOr<std::unique_ptr<Communicator>> Connect(
+      Store& store, const std::string& group_id, int rank, int size, int device,
+      const CommOptions& options) {
+    RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device), "set device"));
+    const std::string key = "tessera/nccl/" + group_id + "/id";
+    ncclUniqueId id;
+    if (rank == 0) {
+      RETURN_IF_ERROR(NcclStatus(ncclGetUniqueId(&id), "unique id"));
+      RETURN_IF_ERROR(store.Set(
+          key,
+          std::string_view(reinterpret_cast<const char*>(&id), sizeof(id))));
+    } else {
+      ASSIGN_OR_RETURN(std::string v, store.Get(key, options.timeout));
+      if (v.size() != sizeof(id)) {
+        return absl::InvalidArgumentError("malformed NCCL unique id");
+      }
+      std::memcpy(&id, v.data(), sizeof(id));
+    }
+    ncclComm_t comm;
+    RETURN_IF_ERROR(
+        NcclStatus(ncclCommInitRank(&comm, size, id, rank), "init"));
+    cudaStream_t stream;
+    RETURN_IF_ERROR(CudaStatus(
+        cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream"));
+    return std::unique_ptr<Communicator>(std::make_unique<NcclCommunicator>(
+        comm, stream, rank, size, device, store, group_id, options));
+  }
+
+ protected:
+  bool device_buffers() const override { return true; }
+
+  absl::Status DeviceAllReduce(void* data, int64_t count,
+                               DType dtype) override {
+    ASSIGN_OR_RETURN(ncclDataType_t t, NcclType(dtype));
+    RETURN_IF_ERROR(
+        NcclStatus(ncclAllReduce(data, data, static_cast<size_t>(count), t,
+                                 ncclSum, comm_, stream_),
+                   "all-reduce"));
+    return Sync();
+  }
+  absl::Status DeviceReduceScatter(const void* send, void* recv,
+                                   int64_t count_per_rank,
+                                   DType dtype) override {
+    ASSIGN_OR_RETURN(ncclDataType_t t, NcclType(dtype));
+    RETURN_IF_ERROR(NcclStatus(
+        ncclReduceScatter(send, recv, static_cast<size_t>(count_per_rank), t,
+                          ncclSum, comm_, stream_),
+        "reduce-scatter"));
+    return Sync();
+  }
+  absl::Status AllReduceF32(float* data, int64_t count) override {
+    return DeviceAllReduce(data, count, DType::kF32);
+  }
+  absl::Status ReduceScatterF32(const float* send, float* recv,
+                                int64_t count_per_rank) override {
+    return DeviceReduceScatter(send, recv, count_per_rank, DType::kF32);
+  }
+  absl::Status AllGatherBytes(const void* send, void* recv,
+                              int64_t bytes) override {
+    RETURN_IF_ERROR(
+        NcclStatus(ncclAllGather(send, recv, static_cast<size_t>(bytes),
+                                 ncclUint8, comm_, stream_),
+                   "all-gather"));
+    return Sync();
+  }
+  absl::Status AllToAllBytes(const void* send, void* recv,
+                             int64_t bytes) override {
+    std::vector<int64_t> sizes(size_, bytes);
+    return AllToAllVBytes(send, sizes, recv, sizes);
+  }
+  absl::Status AllToAllVBytes(const void* send, std::span<const int64_t> sb,
+                              void* recv,
+                              std::span<const int64_t> rb) override {
+    const char* s = static_cast<const char*>(send);
+    char* r = static_cast<char*>(recv);
+    RETURN_IF_ERROR(NcclStatus(ncclGroupStart(), "group start"));
+    int64_t so = 0, ro = 0;
+    for (int p = 0; p < size_; ++p) {
+      if (sb[p] > 0) {
+        ncclSend(s + so, static_cast<size_t>(sb[p]), ncclUint8, p, comm_,
+                 stream_);
+      }
+      if (rb[p] > 0) {
+        ncclRecv(r + ro, static_cast<size_t>(rb[p]), ncclUint8, p, comm_,
+                 stream_);
+      }
+      so += sb[p];
+      ro += rb[p];
+    }
+    RETURN_IF_ERROR(NcclStatus(ncclGroupEnd(), "all-to-all-v"));
+    return Sync();
+  }
+  absl::Status SendBytes(const void* data, int64_t bytes, int peer,
+                         int /*tag*/) override {
+    RETURN_IF_ERROR(NcclStatus(ncclSend(data, static_cast<size_t>(bytes),
+                                        ncclUint8, peer, comm_, stream_),
+                               "send"));
+    return Sync();
+  }
+  absl::Status RecvBytes(void* data, int64_t bytes, int peer,
+                         int /*tag*/) override {
+    RETURN_IF_ERROR(NcclStatus(ncclRecv(data, static_cast<size_t>(bytes),
+                                        ncclUint8, peer, comm_, stream_),
+                               "recv"));
+    return Sync();
+  }
+  absl::Status BroadcastBytes(void* data, int64_t bytes, int root) override {
+    RETURN_IF_ERROR(
+        NcclStatus(ncclBroadcast(data, data, static_cast<size_t>(bytes),
+                                 ncclUint8, root, comm_, stream_),
+                   "broadcast"));
+    return Sync();
+  }
+  absl::Status BarrierImpl() override {
+    if (scratch_ == nullptr) {
+      RETURN_IF_ERROR(
+          CudaStatus(cudaMalloc(&scratch_, sizeof(float)), "barrier scratch"));
+    }
+    return DeviceAllReduce(scratch_, 1, DType::kF32);
+  }
+  absl::StatusOr<std::unique_ptr<Communicator>> SubgroupImpl(
+      const std::vector<int>& ranks) override {
+    const std::string list = FormatRanks(ranks);
+    const int generation = generations_[list]++;
+    const int new_rank = static_cast<int>(
+        std::lower_bound(ranks.begin(), ranks.end(), rank_) - ranks.begin());
+    return Connect(
+        store_, fmt::format("{}[{}]#{}", group_id_, list, generation), new_rank,
+        static_cast<int>(ranks.size()), device_, options());
+  }
+
+ private:
+  absl::Status Sync() {
+    return CudaStatus(cudaStreamSynchronize(stream_), "stream sync");
+  }
+
+  ncclComm_t comm_;
+  cudaStream_t stream_;
+  int rank_, size_, device_;
+  Store& store_;
+  std::string group_id_;
+  std::map<std::string, int> generations_;
+  void* scratch_ = nullptr;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(
+    const WorldInfo& world, Store& store, const CommOptions& options) {
+  const int device = options.device >= 0 ? options.device : world.local_rank;
+  static std::atomic<int> generation{0};
+  return NcclCommunicator::Connect(store, fmt::format("world#{}", generation++),
+                                   world.rank, world.world_size, device,
+                                   options);
+}
+
+}  // namespace tessera::comm::internal
