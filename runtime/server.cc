@@ -20,12 +20,23 @@
 #include "fmt/format.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "runtime/chat_template.h"
 #include "runtime/internal/openai_protocol.h"
 
 namespace tessera {
 namespace {
 
 using json = nlohmann::json;
+
+// Renders `messages` with the model's chat template family; the text already
+// holds BOS, and special tokens in it are real.
+absl::StatusOr<std::vector<int32_t>> EncodeChat(
+    const Tokenizer& tok, const std::vector<ChatMessage>& messages) {
+  auto text = RenderChat(ChatTemplateFor(tok), messages,
+                         /*add_generation_prompt=*/true);
+  if (!text.ok()) return text.status();
+  return tok.Encode(*text, /*add_special=*/false, /*parse_special=*/true);
+}
 using internal::DumpJson;
 using internal::Endpoint;
 using internal::OpenAiRequest;
@@ -369,8 +380,7 @@ void Server::Impl::HandleGenerate(const httplib::Request& req,
   const Tokenizer& tok = engine->tokenizer();
   std::vector<int32_t> prompt;
   if (chat) {
-    auto ids = tok.Encode(internal::RenderChatMl(r.messages),
-                          /*add_special=*/true, /*parse_special=*/true);
+    auto ids = EncodeChat(tok, r.messages);
     if (!ids.ok()) {
       SendError(res, 400, std::string(ids.status().message()), "messages");
       return;
@@ -550,8 +560,7 @@ void Server::Impl::HandleTokenize(const httplib::Request& req,
   }
   std::vector<int32_t> ids;
   if (!r.messages.empty()) {
-    auto e = tok.Encode(internal::RenderChatMl(r.messages),
-                        r.add_special_tokens, true);
+    auto e = EncodeChat(tok, r.messages);
     if (!e.ok()) {
       SendError(res, 400, std::string(e.status().message()), "messages");
       return;

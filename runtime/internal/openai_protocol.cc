@@ -411,13 +411,4 @@ std::string DumpJson(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-std::string RenderChatMl(const std::vector<ChatMessage>& messages) {
-  std::string out;
-  for (const auto& m : messages) {
-    out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
-  }
-  out += "<|im_start|>assistant\n";
-  return out;
-}
-
 }  // namespace tessera::internal

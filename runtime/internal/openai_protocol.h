@@ -9,14 +9,12 @@
 
 #include "absl/status/status.h"
 #include "nlohmann/json.hpp"
+#include "runtime/chat_template.h"
 #include "runtime/sampling_params.h"
 
 namespace tessera::internal {
 
-struct ChatMessage {
-  std::string role;
-  std::string content;
-};
+using ::tessera::ChatMessage;
 
 enum class Endpoint { kCompletions, kChatCompletions, kTokenize, kDetokenize };
 
@@ -54,10 +52,5 @@ bool ParseOpenAiRequest(std::string_view body, Endpoint endpoint,
 
 // json::dump that replaces invalid UTF-8 instead of throwing.
 std::string DumpJson(const nlohmann::json& j);
-
-// Minimal ChatML rendering ("<|im_start|>role\ncontent<|im_end|>\n" per
-// message, then the assistant header). A stand-in until the tokenizer helper's
-// chat templates are wired in.
-std::string RenderChatMl(const std::vector<ChatMessage>& messages);
 
 }  // namespace tessera::internal

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "runtime/chat_template.h"
 #include "runtime/internal/openai_protocol.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -22,7 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       __builtin_trap();
     }
     if (endpoint == Endpoint::kChatCompletions) {
-      (void)tessera::internal::RenderChatMl(req.messages);
+      (void)tessera::RenderChat(tessera::ChatTemplate{}, req.messages, true);
     }
   }
   return 0;

@@ -53,9 +53,29 @@ class FakeTokenizer : public Tokenizer {
   int32_t bos_id() const override { return 1; }
   const std::vector<int32_t>& eos_ids() const override { return eos_; }
   bool IsSpecial(int32_t id) const override { return id < kOffset; }
+  std::string_view TokenText(int32_t id) const override {
+    if (id < 0 || id >= vocab_size()) return {};
+    return texts_[id];
+  }
+  int32_t TokenId(std::string_view text) const override {
+    for (int32_t id = 0; id < kOffset; ++id) {
+      if (texts_[id] == text) return id;
+    }
+    return text.size() == 1 ? kOffset + static_cast<unsigned char>(text[0])
+                            : -1;
+  }
+  std::string_view kind() const override { return "byte"; }
+  const std::string& chat_template() const override { return chat_template_; }
 
  private:
   std::vector<int32_t> eos_ = {2};
+  std::vector<std::string> texts_ = [] {
+    std::vector<std::string> t = {"<pad>", "<s>", "</s>"};
+    for (int b = 0; b < 256; ++b)
+      t.push_back(std::string(1, static_cast<char>(b)));
+    return t;
+  }();
+  std::string chat_template_;
 };
 
 struct FakeRunnerOptions {
