@@ -70,6 +70,28 @@ void SendError(httplib::Response& res, int status, const std::string& message,
   res.set_content(DumpJson(json{{"error", err}}), "application/json");
 }
 
+// The request's prompt as token ids: the rendered chat `messages` when `chat`,
+// else the given ids or the encoded prompt text (moved out of `r`). On failure
+// sends a 400 naming the offending field and returns false.
+bool PromptIds(const Tokenizer& tok, bool chat, internal::OpenAiRequest* r,
+               std::vector<int32_t>* ids, httplib::Response& res) {
+  absl::StatusOr<std::vector<int32_t>> encoded;
+  if (chat) {
+    encoded = EncodeChat(tok, r->messages);
+  } else if (r->has_prompt_ids) {
+    encoded = std::move(r->prompt_ids);
+  } else {
+    encoded = tok.Encode(r->prompt_text, r->add_special_tokens, false);
+  }
+  if (!encoded.ok()) {
+    SendError(res, 400, std::string(encoded.status().message()),
+              chat ? "messages" : "prompt");
+    return false;
+  }
+  *ids = std::move(*encoded);
+  return true;
+}
+
 int HttpStatusFor(const absl::Status& st) {
   switch (st.code()) {
     case absl::StatusCode::kInvalidArgument:
@@ -379,23 +401,7 @@ void Server::Impl::HandleGenerate(const httplib::Request& req,
   }
   const Tokenizer& tok = engine->tokenizer();
   std::vector<int32_t> prompt;
-  if (chat) {
-    auto ids = EncodeChat(tok, r.messages);
-    if (!ids.ok()) {
-      SendError(res, 400, std::string(ids.status().message()), "messages");
-      return;
-    }
-    prompt = std::move(*ids);
-  } else if (r.has_prompt_ids) {
-    prompt = std::move(r.prompt_ids);
-  } else {
-    auto ids = tok.Encode(r.prompt_text, r.add_special_tokens, false);
-    if (!ids.ok()) {
-      SendError(res, 400, std::string(ids.status().message()), "prompt");
-      return;
-    }
-    prompt = std::move(*ids);
-  }
+  if (!PromptIds(tok, chat, &r, &prompt, res)) return;
   const int64_t max_len = engine->max_model_len();
   const int64_t n_prompt = static_cast<int64_t>(prompt.size());
   if (n_prompt >= max_len) {
@@ -559,23 +565,7 @@ void Server::Impl::HandleTokenize(const httplib::Request& req,
     return;
   }
   std::vector<int32_t> ids;
-  if (!r.messages.empty()) {
-    auto e = EncodeChat(tok, r.messages);
-    if (!e.ok()) {
-      SendError(res, 400, std::string(e.status().message()), "messages");
-      return;
-    }
-    ids = std::move(*e);
-  } else if (r.has_prompt_ids) {
-    ids = r.prompt_ids;
-  } else {
-    auto e = tok.Encode(r.prompt_text, r.add_special_tokens, false);
-    if (!e.ok()) {
-      SendError(res, 400, std::string(e.status().message()), "prompt");
-      return;
-    }
-    ids = std::move(*e);
-  }
+  if (!PromptIds(tok, !r.messages.empty(), &r, &ids, res)) return;
   json body = {{"count", ids.size()},
                {"max_model_len", engine->max_model_len()},
                {"tokens", ids}};
