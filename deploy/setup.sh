@@ -26,6 +26,9 @@ if [[ "${1:-}" == "--with-test-tools" ]]; then
     prometheus                 # promtool check metrics (server tests)
     nodejs                     # the npm `openai` client smoke test
   )
+  # Debian's nodejs comes without npm; NodeSource's nodejs bundles it (and conflicts
+  # with Debian's npm package), so add npm only where none is on PATH.
+  if ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
 fi
 
 missing=()
