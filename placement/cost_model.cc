@@ -19,6 +19,16 @@ BatchShape BatchShape::Prefill(double n, double len) {
   return b;
 }
 
+BatchShape BatchShape::PrefillChunk(double c, double len) {
+  BatchShape b;
+  b.num_seqs = 1;
+  b.new_tokens = c;
+  b.attn_pairs = c * (len + 1) / 2;
+  b.kv_read_tokens = len / 2;
+  b.logit_tokens = c / len;  // the prompt's last chunk samples a token
+  return b;
+}
+
 BatchShape BatchShape::Decode(double n, double ctx) {
   BatchShape b;
   b.num_seqs = n;
@@ -335,15 +345,19 @@ double InstanceModel::StageMax(const BatchShape& b) const {
   return t;
 }
 
-double InstanceModel::DecodeIteration(double batch, double ctx) const {
-  if (layout_.pp == 1) return StepLatency(BatchShape::Decode(batch, ctx));
+double InstanceModel::Iteration(const BatchShape& b) const {
+  if (layout_.pp == 1) return StepLatency(b);
   // Up to pp micro-batches circulate; each sequence advances once per cycle.
   const double micro_count =
-      std::clamp(batch, 1.0, static_cast<double>(layout_.pp));
-  const BatchShape micro = BatchShape::Decode(batch / micro_count, ctx);
+      std::clamp(b.num_seqs, 1.0, static_cast<double>(layout_.pp));
+  const BatchShape micro = b.Scaled(1 / micro_count);
   const double wrap = P2pTime(micro.logit_tokens * 8, pp_link_.back(),
                               cost_->device().link_efficiency);
   return std::max(StepLatency(micro) + wrap, micro_count * StageMax(micro));
+}
+
+double InstanceModel::DecodeIteration(double batch, double ctx) const {
+  return Iteration(BatchShape::Decode(batch, ctx));
 }
 
 double InstanceModel::CommFraction(const BatchShape& b) const {

@@ -37,6 +37,10 @@ struct BatchShape {
 
   // `n` prompts of `len` tokens each (logits for the last token only).
   static BatchShape Prefill(double n, double len);
+  // A chunk of `c` tokens of a `len`-token prompt, averaged over the chunk's
+  // position (chunked prefill): its queries see (len + 1) / 2 keys on average
+  // and it re-reads the prompt's earlier KV (len / 2 tokens on average).
+  static BatchShape PrefillChunk(double c, double len);
   // `n` sequences decoding one token each at context `ctx`.
   static BatchShape Decode(double n, double ctx);
   BatchShape operator+(const BatchShape& o) const;
@@ -150,6 +154,10 @@ class InstanceModel {
   double StepLatency(const BatchShape& b) const;
   // The slowest stage (the pipeline's throughput bound).
   double StageMax(const BatchShape& b) const;
+  // One continuous-batching iteration over `b` (prefill chunks and/or
+  // decodes); with pp > 1 the sequences are split into up to pp micro-batches
+  // that circulate through the stages (the pipeline bubble when fewer).
+  double Iteration(const BatchShape& b) const;
   // Time between two tokens of a decode batch of `batch` sequences at mean
   // context `ctx`; with pp > 1 the batch is split into pp micro-batches.
   double DecodeIteration(double batch, double ctx) const;

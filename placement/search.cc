@@ -17,10 +17,15 @@ namespace tessera::placement {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
-// Without an SLO, a pool may run at most this utilization (queues stay finite).
+// Prompt processing may use at most this share of an instance's time: beyond
+// it M/G/1 queues (and TTFT) grow without bound.
 constexpr double kMaxUtilization = 0.95;
 constexpr double kMaxNumSeqs = 1024;
 constexpr double kDecodeStepTokens = 1024;
+// Token budget of a colocated step (decodes + prefill chunks), as vLLM's
+// chunked prefill and Sarathi-Serve use: small enough that decodes are not
+// stalled for a whole prompt, large enough to keep GEMMs efficient.
+constexpr double kChunkTokens = 2048;
 
 using Role = InstanceModel::Role;
 
@@ -34,7 +39,7 @@ std::string LayoutName(const Layout& l) {
 // Workload figures the queueing model needs, computed once.
 struct WorkloadStats {
   std::vector<int64_t> inputs;  // quantiles
-  double in_mean = 0, out_mean = 0, ctx_mean = 0;
+  double in_mean = 0, in_m2 = 0, out_mean = 0, ctx_mean = 0;
   int64_t in_max = 0, out_max = 0;
   double tail = 0.1;  // 1 - percentile
   size_t p_index = 0;
@@ -43,8 +48,12 @@ struct WorkloadStats {
 WorkloadStats Stats(const Workload& w) {
   WorkloadStats s;
   s.inputs = w.input.Quantiles();
-  for (int64_t v : s.inputs) s.in_mean += static_cast<double>(v);
+  for (int64_t v : s.inputs) {
+    s.in_mean += static_cast<double>(v);
+    s.in_m2 += static_cast<double>(v) * static_cast<double>(v);
+  }
   s.in_mean /= static_cast<double>(s.inputs.size());
+  s.in_m2 /= static_cast<double>(s.inputs.size());
   std::vector<int64_t> outs = w.output.Quantiles();
   for (int64_t v : outs) s.out_mean += static_cast<double>(v);
   s.out_mean /= static_cast<double>(outs.size());
@@ -74,11 +83,13 @@ class InstanceEvaluator {
  public:
   InstanceEvaluator(const CostModel& cost, const ClusterSpec& cluster,
                     const Workload& w, const WorkloadStats& s, const Layout& l,
-                    int first_device, Role role, double kv_transfer_s)
+                    int first_device, Role role, double kv_transfer_s,
+                    double chunk_tokens)
       : w_(w),
         s_(s),
         role_(role),
         kv_transfer_s_(kv_transfer_s),
+        chunk_tokens_(chunk_tokens),
         model_(cost, cluster, l, first_device, role, {}, w.expert_skew) {
     if (role != Role::kDecode) {
       double sum = 0, sum_m = 0, sum_m2 = 0;
@@ -105,28 +116,18 @@ class InstanceEvaluator {
   std::pair<double, double> At(double rate, double bmax, double* batch) const {
     double ttft = 0, tpot = 0;
     *batch = 0;
-    double rho = 0;
-    if (role_ != Role::kDecode) {
-      rho = rate * service_mean_;
-      if (rho >= 1) return {kInf, kInf};
-      // M/G/1 (Pollaczek-Khinchine) mean wait, exponential tail:
-      // P(W > t) ≈ ρ exp(-t ρ / E[W]).
-      const double wait_mean = rate * service_m2_ / (2 * (1 - rho));
-      double wait_p = 0;
-      if (rho > s_.tail && wait_mean > 0) {
-        wait_p = wait_mean / rho * std::log(rho / s_.tail);
-      }
-      ttft = wait_p + prefill_p_;
-    }
-    if (role_ != Role::kPrefill) {
-      // Little's law: batch = rate × output tokens × TPOT(batch); solve by
-      // bisection. Colocated prefills stall decoding for a share rho.
-      const double stall = role_ == Role::kBoth ? 1 / (1 - rho) : 1;
-      auto tpot_of = [&](double b) {
-        return model_.DecodeIteration(std::max(b, 1.0), s_.ctx_mean) * stall;
-      };
+    if (role_ == Role::kPrefill) {
+      // Whole prompts, M/G/1 (Pollaczek-Khinchine) mean wait with an
+      // exponential tail P(W > t) ≈ ρ exp(-t ρ / E[W]).
+      const double rho = rate * service_mean_;
+      if (rho > kMaxUtilization) return {kInf, kInf};
+      ttft = WaitAt(rate * service_m2_ / (2 * (1 - rho)), rho) + prefill_p_;
+    } else if (role_ == Role::kDecode) {
+      // Little's law: batch = rate × output tokens × TPOT(batch); bisection.
       auto excess = [&](double b) {
-        return rate * s_.out_mean * tpot_of(b) - b;
+        return rate * s_.out_mean *
+                   model_.DecodeIteration(std::max(b, 1.0), s_.ctx_mean) -
+               b;
       };
       if (excess(bmax) > 0) return {kInf, kInf};
       double lo = 0, hi = bmax;
@@ -135,11 +136,63 @@ class InstanceEvaluator {
         (excess(mid) > 0 ? lo : hi) = mid;
       }
       *batch = hi;
-      tpot = tpot_of(hi) + kv_transfer_s_ / std::max(1.0, s_.out_mean - 1);
-      if (role_ == Role::kBoth)
-        ttft += model_.DecodeIteration(std::max(hi, 1.0), s_.ctx_mean);
+      tpot = model_.DecodeIteration(std::max(hi, 1.0), s_.ctx_mean) +
+             kv_transfer_s_ / std::max(1.0, s_.out_mean - 1);
+    } else {
+      // Colocated, chunked prefill with a step budget of C tokens: a mixed
+      // step carries B decodes and a C - B token prompt chunk; prompts arrive
+      // as rate·L_in tokens/s, so m = rate·L_in / (C - B) mixed steps per
+      // second take a share f = m·t_mix of the time and pure decode steps the
+      // rest. TPOT = 1 / steps per second; B = rate·L_out·TPOT (Little).
+      Colocated c;
+      auto excess = [&](double b) {
+        c = ColocatedAt(rate, b);
+        return rate * s_.out_mean * c.tpot - b;
+      };
+      const double b_top = std::min(bmax, chunk_tokens_ - 64);
+      if (b_top < 1 || !(excess(b_top) <= 0)) return {kInf, kInf};
+      double lo = 0, hi = b_top;
+      for (int i = 0; i < 40; ++i) {
+        const double mid = (lo + hi) / 2;
+        (!(excess(mid) <= 0) ? lo : hi) = mid;
+      }
+      c = ColocatedAt(rate, hi);
+      if (c.f > kMaxUtilization) return {kInf, kInf};
+      *batch = hi;
+      tpot = c.tpot;
+      // A prompt of L tokens is served in L / chunk mixed steps; prompts
+      // queue for the chunk slot (M/G/1 with utilization f).
+      const double per_token = c.t_mix / c.chunk;
+      const double s2 = s_.in_m2 * per_token * per_token;
+      ttft = WaitAt(rate * s2 / (2 * (1 - c.f)), c.f) +
+             static_cast<double>(s_.inputs[s_.p_index]) * per_token + c.tpot;
     }
     return {ttft, tpot};
+  }
+
+  struct Colocated {
+    double tpot = kInf, f = 1, t_mix = 0, chunk = 1;
+  };
+  Colocated ColocatedAt(double rate, double b) const {
+    Colocated c;
+    c.chunk = chunk_tokens_ - b;
+    if (c.chunk <= 0) return c;
+    const double t_dec = model_.DecodeIteration(std::max(b, 1.0), s_.ctx_mean);
+    c.t_mix =
+        model_.Iteration(BatchShape::Decode(std::max(b, 1.0), s_.ctx_mean) +
+                         BatchShape::PrefillChunk(c.chunk, s_.in_mean));
+    const double mixed_per_s = rate * s_.in_mean / c.chunk;
+    c.f = mixed_per_s * c.t_mix;
+    if (c.f >= 1) return c;
+    c.tpot = 1 / (mixed_per_s + (1 - c.f) / t_dec);
+    return c;
+  }
+
+  // Percentile wait of an M/G/1 queue with mean wait `mean` at utilization
+  // `rho`, from the exponential tail P(W > t) ≈ ρ exp(-t ρ / E[W]).
+  double WaitAt(double mean, double rho) const {
+    if (rho <= s_.tail || mean <= 0) return 0;
+    return mean / rho * std::log(rho / s_.tail);
   }
 
   // Largest rate satisfying `ok`.
@@ -165,6 +218,7 @@ class InstanceEvaluator {
   const WorkloadStats& s_;
   Role role_;
   double kv_transfer_s_;
+  double chunk_tokens_;
   InstanceModel model_;
   double prefill_mean_ = 0, service_mean_ = 0, service_m2_ = 0, prefill_p_ = 0;
 };
@@ -193,6 +247,7 @@ class Searcher {
 
   double MaxBatchedTokens(Role role) const {
     if (role == Role::kDecode) return kDecodeStepTokens;
+    if (role == Role::kBoth) return kChunkTokens;
     return std::clamp<double>(static_cast<double>(s_.in_max), 2048, 16384);
   }
 
@@ -213,7 +268,8 @@ class Searcher {
     if (it != cache_.end()) return it->second;
     Evaluated& e = cache_[key];
     const double kv_s = role == Role::kDecode ? KvTransfer(l, inter_kv) : 0;
-    InstanceEvaluator ev(cost_, cluster_, w_, s_, l, first, role, kv_s);
+    InstanceEvaluator ev(cost_, cluster_, w_, s_, l, first, role, kv_s,
+                         MaxBatchedTokens(role));
     const InstanceModel& im = ev.model();
     e.max_batched_tokens = MaxBatchedTokens(role);
     const RankMemory mem = im.Memory(e.max_batched_tokens,
@@ -238,8 +294,10 @@ class Searcher {
       return e;
     }
     e.feasible = true;
+    // Sequences reserve KV for their whole prompt and output (no preemption),
+    // with 10% headroom for the spread of lengths around the mean.
     const double footprint =
-        role == Role::kPrefill ? s_.in_mean : s_.in_mean + s_.out_mean / 2;
+        role == Role::kPrefill ? s_.in_mean : (s_.in_mean + s_.out_mean) / 0.9;
     e.bmax = std::clamp(std::floor(mem.kv_capacity_tokens / footprint), 1.0,
                         kMaxNumSeqs);
     e.memory = usable;  // the KV cache takes what is left
@@ -248,10 +306,9 @@ class Searcher {
     auto stable = [&](std::pair<double, double> m) {
       return std::isfinite(m.first) && std::isfinite(m.second);
     };
-    // Throughput: stable, and prefill utilization ≤ kMaxUtilization.
-    const double prefill_cap =
-        role == Role::kDecode ? kInf : kMaxUtilization / ev.service_mean();
-    e.throughput = std::min(prefill_cap, ev.MaxRate(e.bmax, stable));
+    // Throughput: the largest stable rate (prompt-processing utilization at
+    // most kMaxUtilization, so queues stay finite; decode batch within KV).
+    e.throughput = ev.MaxRate(e.bmax, stable);
     const Slo& slo = w_.slo;
     auto meets = [&](std::pair<double, double> m) {
       if (!stable(m)) return false;
@@ -309,7 +366,8 @@ class Searcher {
                              bool inter_kv, double rate) {
     const Evaluated& e = Evaluate(l, first, role, inter_kv);
     const double kv_s = role == Role::kDecode ? KvTransfer(l, inter_kv) : 0;
-    InstanceEvaluator ev(cost_, cluster_, w_, s_, l, first, role, kv_s);
+    InstanceEvaluator ev(cost_, cluster_, w_, s_, l, first, role, kv_s,
+                         MaxBatchedTokens(role));
     PredictedMetrics m;
     m.request_rate = rate;
     double batch = 0;

@@ -22,6 +22,7 @@ struct Request {
   int64_t input = 0;
   int64_t output = 0;
   int64_t generated = 0;
+  int64_t prefilled = 0;  // prompt tokens done (chunked prefill)
   double first_token = -1;
   double done = -1;
 };
@@ -35,8 +36,9 @@ struct Instance {
   int64_t max_batched_tokens = 0;
   int first_device = 0;
   bool busy = false;
-  std::deque<int> waiting;   // prefill queue (or decode admission queue)
-  std::vector<int> running;  // decoding sequences
+  std::deque<int> waiting;     // prefill queue (or decode admission queue)
+  std::vector<int> running;    // decoding sequences
+  std::deque<int> prefilling;  // admitted prompts with chunks left
 };
 
 enum class EventType { kArrival, kStepDone, kPrefillDone, kKvArrived };
@@ -239,63 +241,74 @@ class Simulation {
     in.busy = true;
     // Pipelined: the next batch may enter once the slowest stage is free.
     const double latency = in.model->StepLatency(shape);
+    // (prefill instances pipeline whole prompts; see kPrefillBatchTokens)
     const double occupancy =
         in.model->layout().pp > 1 ? in.model->StageMax(shape) : latency;
     Push({now_ + occupancy, EventType::kStepDone, i, -1, {}});
     Push({now_ + latency, EventType::kPrefillDone, i, -1, std::move(batch)});
   }
 
-  // Continuous batching: admit (prefill-first for colocated instances) within
-  // the KV and token budgets, then one step for everything running.
+  // Continuous batching. Decode instances run every admitted sequence each
+  // step; colocated instances also fill the step's token budget with prompt
+  // chunks (chunked prefill, oldest prompt first), admitting new prompts while
+  // KV blocks for their whole length are free.
   void StartIteration(int i) {
     Instance& in = instances_[i];
-    std::vector<int> prefills;
-    double tokens = static_cast<double>(in.running.size());
-    while (!in.waiting.empty() &&
-           static_cast<int64_t>(in.running.size() + prefills.size()) <
-               in.max_seqs) {
-      const Request& req = requests_[in.waiting.front()];
-      const double reserve = static_cast<double>(req.input + req.output);
-      const double len =
-          in.role == InstanceRole::kBoth ? static_cast<double>(req.input) : 0;
-      if (in.kv_used + reserve > in.kv_capacity) break;
-      if (!prefills.empty() &&
-          tokens + len > static_cast<double>(in.max_batched_tokens))
-        break;
-      in.kv_used += reserve;
-      tokens += len;
-      prefills.push_back(in.waiting.front());
-      in.waiting.pop_front();
-    }
     if (in.role == InstanceRole::kDecode) {
-      // Transferred sequences join the batch directly.
-      for (int r : prefills) in.running.push_back(r);
-      prefills.clear();
-    }
-    if (prefills.empty() && in.running.empty()) return;
-    BatchShape shape;
-    double ctx_sum = 0;
-    for (int r : in.running) {
-      const Request& req = requests_[r];
-      ctx_sum += static_cast<double>(req.input + req.generated);
+      while (!in.waiting.empty() &&
+             static_cast<int64_t>(in.running.size()) < in.max_seqs) {
+        const Request& req = requests_[in.waiting.front()];
+        const double reserve = static_cast<double>(req.input + req.output);
+        if (in.kv_used + reserve > in.kv_capacity) break;
+        in.kv_used += reserve;
+        in.running.push_back(in.waiting.front());
+        in.waiting.pop_front();
+      }
+    } else {
+      while (!in.waiting.empty() &&
+             static_cast<int64_t>(in.running.size() + in.prefilling.size()) <
+                 in.max_seqs) {
+        const Request& req = requests_[in.waiting.front()];
+        const double reserve = static_cast<double>(req.input + req.output);
+        if (in.kv_used + reserve > in.kv_capacity) break;
+        in.kv_used += reserve;
+        in.prefilling.push_back(in.waiting.front());
+        in.waiting.pop_front();
+      }
     }
     const double n = static_cast<double>(in.running.size());
-    double step = 0;
-    if (!prefills.empty()) {
-      for (int r : prefills) {
-        shape = shape +
-                BatchShape::Prefill(1, static_cast<double>(requests_[r].input));
+    BatchShape shape;
+    if (n > 0) {
+      double ctx_sum = 0;
+      for (int r : in.running) {
+        const Request& req = requests_[r];
+        ctx_sum += static_cast<double>(req.input + req.generated);
       }
-      if (n > 0) shape = shape + BatchShape::Decode(n, ctx_sum / n);
-      step = in.model->StepLatency(shape);
-    } else {
-      step = in.model->DecodeIteration(n, ctx_sum / n);
+      shape = BatchShape::Decode(n, ctx_sum / n);
     }
+    double budget = static_cast<double>(in.max_batched_tokens) - n;
+    chunks_.clear();
+    for (int r : in.prefilling) {
+      if (budget < 1) break;
+      const Request& req = requests_[r];
+      const double done = static_cast<double>(req.prefilled);
+      const double c = std::min(budget, static_cast<double>(req.input) - done);
+      BatchShape chunk;
+      chunk.num_seqs = 1;
+      chunk.new_tokens = c;
+      chunk.attn_pairs = c * done + c * (c + 1) / 2;
+      chunk.kv_read_tokens = done;
+      chunk.logit_tokens = done + c >= static_cast<double>(req.input) ? 1 : 0;
+      shape = shape + chunk;
+      chunks_.push_back({r, static_cast<int64_t>(c)});
+      budget -= c;
+    }
+    if (n == 0 && chunks_.empty()) return;
+    const double step = in.model->Iteration(shape);
     batch_sum_ += n;
     ++steps_;
     in.busy = true;
     const double end = now_ + step;
-    // Advance the running sequences; prefilled ones produce their first token.
     std::vector<int> still;
     for (int r : in.running) {
       Request& req = requests_[r];
@@ -307,8 +320,12 @@ class Simulation {
         still.push_back(r);
       }
     }
-    for (int r : prefills) {
+    for (const auto& [r, c] : chunks_) {
       Request& req = requests_[r];
+      req.prefilled += c;
+      if (req.prefilled < req.input) continue;
+      in.prefilling.erase(
+          std::find(in.prefilling.begin(), in.prefilling.end(), r));
       req.first_token = end;
       req.generated = 1;
       if (req.generated >= req.output) {
@@ -366,6 +383,7 @@ class Simulation {
   std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events_;
   double now_ = 0;
   double batch_sum_ = 0;
+  std::vector<std::pair<int, int64_t>> chunks_;  // this step's prompt chunks
   int64_t steps_ = 0;
 };
 
