@@ -350,7 +350,11 @@ class Searcher {
                       cluster_.device.inter_node.bandwidth_bytes_per_s / 1e9));
     }
     if (l.pp > 1) {
-      e.notes.push_back(fmt::format("PP{}: TTFT pays every stage", l.pp));
+      e.notes.push_back(
+          role == Role::kDecode
+              ? fmt::format("PP{}: tokens wait for {} micro-batches", l.pp,
+                            l.pp)
+              : fmt::format("PP{}: TTFT pays every stage", l.pp));
     }
     const double comm = im.CommFraction(
         BatchShape::Decode(std::max(1.0, e.bmax / 4), s_.ctx_mean));
