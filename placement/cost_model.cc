@@ -275,7 +275,6 @@ InstanceModel::InstanceModel(const CostModel& cost, const ClusterSpec& cluster,
                              const Layout& layout, int first_device, Role role,
                              std::vector<StageRange> stages, double skew)
     : cost_(&cost),
-      cluster_(&cluster),
       layout_(layout),
       first_device_(first_device),
       skew_(skew),

@@ -172,7 +172,6 @@ class InstanceModel {
  private:
   double StageWeightBytes(int s) const;
   const CostModel* cost_;
-  const ClusterSpec* cluster_;
   Layout layout_;
   int first_device_;
   double skew_;

@@ -228,15 +228,18 @@ class Searcher {
   Searcher(const ModelSpec& m, const ClusterSpec& c, const Workload& w)
       : cost_(m, c.device), cluster_(c), w_(w), s_(Stats(w)) {}
 
+  // tp and pp are powers of two (as vLLM and TensorRT-LLM deploy them: head
+  // counts and layer counts split evenly) and ep divides tp and the expert
+  // count. This bounds the search at O(log² N) layouts per pool; where the
+  // layouts land on nodes is left to the cost model.
   std::vector<Layout> Layouts() const {
     std::vector<Layout> out;
     const ModelSpec& m = cost_.model();
     const int n = cluster_.num_devices();
-    for (int tp = 1; tp <= n; ++tp) {
+    for (int tp = 1; tp <= n; tp *= 2) {
       if (m.num_heads % tp != 0) continue;
-      for (int pp = 1; tp * pp <= n && pp <= m.num_layers; ++pp) {
-        for (int ep = 1; ep <= tp; ++ep) {
-          if (tp % ep != 0) continue;
+      for (int pp = 1; tp * pp <= n && pp <= m.num_layers; pp *= 2) {
+        for (int ep = 1; ep <= tp; ep *= 2) {
           if (ep > 1 && (!m.is_moe() || m.num_experts % ep != 0)) continue;
           out.push_back({tp, pp, ep});
         }
@@ -335,7 +338,11 @@ class Searcher {
             idle.second * 1e3);
       }
     } else if (e.goodput >= e.throughput * 0.999) {
-      e.limit = batch >= e.bmax * 0.99 || !std::isfinite(at_edge.second)
+      // At the throughput edge: either the decode batch filled the KV cache
+      // or prompt processing reached its utilization cap.
+      double edge_batch = 0;
+      ev.At(e.throughput * 0.999, e.bmax, &edge_batch);
+      e.limit = role != Role::kPrefill && edge_batch >= e.bmax * 0.95
                     ? fmt::format("KV capacity ({:.0f} sequences)", e.bmax)
                     : "prefill saturation";
     } else if (role != Role::kDecode && slo.ttft_s > 0 &&
