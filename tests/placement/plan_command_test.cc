@@ -2,6 +2,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "placement/cluster.h"
 #include "tests/util/test_util.h"
 
 namespace tessera {
@@ -64,6 +65,25 @@ TEST(PlanCommandTest, InfeasibleAndBadInputs) {
   const auto sim =
       RunCommand(TesseraBin() + " simulate --plan /nonexistent.json");
   EXPECT_EQ(sim.exit_code, 1);
+}
+
+TEST(CalibrateCommandTest, WritesAUsableProfile) {
+  const std::string dir = testing::MakeTempDir();
+  const auto r =
+      RunCommand(TesseraBin() + " calibrate --threads 1 --seconds 0.02 --out " +
+                 dir + "/cpu.json --cluster-out " + dir + "/cluster.json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto text = RunCommand("cat " + dir + "/cpu.json");
+  auto p = placement::ParseDeviceProfile(text.out);
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  EXPECT_EQ(p->kind, "cpu-local");
+  EXPECT_GT(p->PeakFlops("fp32"), 1e8);
+  EXPECT_GT(p->memory_bandwidth_bytes_per_s, 1e8);
+  // The cluster file it writes plans a model.
+  const auto plan =
+      RunCommand(TesseraBin() + " plan --model " + kData +
+                 "/llama-2-7b --cluster " + dir + "/cluster.json --top 1");
+  EXPECT_NE(plan.exit_code, 2) << plan.err;
 }
 
 }  // namespace
