@@ -85,8 +85,7 @@ class InstanceEvaluator {
                     const Workload& w, const WorkloadStats& s, const Layout& l,
                     int first_device, Role role, double kv_transfer_s,
                     double chunk_tokens)
-      : w_(w),
-        s_(s),
+      : s_(s),
         role_(role),
         kv_transfer_s_(kv_transfer_s),
         chunk_tokens_(chunk_tokens),
@@ -214,7 +213,6 @@ class InstanceEvaluator {
   double service_mean() const { return service_mean_; }
 
  private:
-  const Workload& w_;
   const WorkloadStats& s_;
   Role role_;
   double kv_transfer_s_;
@@ -304,8 +302,6 @@ class Searcher {
     e.bmax = std::clamp(std::floor(mem.kv_capacity_tokens / footprint), 1.0,
                         kMaxNumSeqs);
     e.memory = usable;  // the KV cache takes what is left
-    const double tail_ok = 1 - 1e-9;
-    (void)tail_ok;
     auto stable = [&](std::pair<double, double> m) {
       return std::isfinite(m.first) && std::isfinite(m.second);
     };
@@ -705,6 +701,7 @@ absl::StatusOr<Plan> BuildPlan(const ModelSpec& model,
           c.metrics.request_rate /
           (plan_role == InstanceRole::kDecode ? c.num_decode : c.num_prefill);
       in.predicted = s.MetricsAt(l, device, role, inter_kv, rate);
+      in.predicted.goodput_per_device = in.predicted.goodput_rps / l.size();
       const Evaluated& e = s.Evaluate(l, device, role, inter_kv);
       in.kv_cache.block_size = 16;
       in.kv_cache.num_blocks =
