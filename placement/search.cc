@@ -41,7 +41,8 @@ struct WorkloadStats {
   std::vector<int64_t> inputs;  // quantiles
   double in_mean = 0, in_m2 = 0, out_mean = 0, ctx_mean = 0;
   int64_t in_max = 0, out_max = 0;
-  double tail = 0.1;  // 1 - percentile
+  std::vector<double> outs16;  // 16 representative output lengths
+  double tail = 0.1;           // 1 - percentile
   size_t p_index = 0;
 };
 
@@ -58,6 +59,10 @@ WorkloadStats Stats(const Workload& w) {
   for (int64_t v : outs) s.out_mean += static_cast<double>(v);
   s.out_mean /= static_cast<double>(outs.size());
   s.ctx_mean = s.in_mean + s.out_mean / 2;
+  for (size_t i = 0; i < 16; ++i) {
+    s.outs16.push_back(
+        static_cast<double>(outs[i * outs.size() / 16 + outs.size() / 32]));
+  }
   s.in_max = w.input.Max();
   s.out_max = w.output.Max();
   s.tail = 1 - w.slo.percentile / 100;
@@ -158,7 +163,7 @@ class InstanceEvaluator {
       c = ColocatedAt(rate, hi);
       if (c.f > kMaxUtilization) return {kInf, kInf};
       *batch = hi;
-      tpot = c.tpot;
+      tpot = TpotPercentile(c, rate, hi);
       // A prompt of L tokens is served in L / chunk mixed steps; prompts
       // queue for the chunk slot (M/G/1 with utilization f).
       const double per_token = c.t_mix / c.chunk;
@@ -185,6 +190,32 @@ class InstanceEvaluator {
     if (c.f >= 1) return c;
     c.tpot = 1 / (mixed_per_s + (1 - c.f) / t_dec);
     return c;
+  }
+
+  // A request's TPOT averages its L_out - 1 steps, a share q of which carry a
+  // prompt chunk (t_mix) and the rest are pure decode (t_dec): per request
+  // TPOT ≈ Normal(tpot, q(1-q)(t_mix - t_dec)² / n). The SLO percentile over
+  // requests (mixing output lengths) is found by bisection.
+  double TpotPercentile(const Colocated& c, double rate, double b) const {
+    const double t_dec = model_.DecodeIteration(std::max(b, 1.0), s_.ctx_mean);
+    const double q = std::clamp(rate * s_.in_mean / c.chunk * c.tpot, 0.0, 1.0);
+    const double sd_step =
+        std::sqrt(q * (1 - q)) * std::max(0.0, c.t_mix - t_dec);
+    if (sd_step <= 0) return c.tpot;
+    auto exceed = [&](double x) {
+      double f = 0;
+      for (double n : s_.outs16) {
+        const double sd = sd_step / std::sqrt(std::max(1.0, n - 1));
+        f += 0.5 * std::erfc((x - c.tpot) / (sd * std::sqrt(2.0)));
+      }
+      return f / static_cast<double>(s_.outs16.size());
+    };
+    double lo = c.tpot, hi = c.tpot + 10 * sd_step;
+    for (int i = 0; i < 30; ++i) {
+      const double mid = (lo + hi) / 2;
+      (exceed(mid) > s_.tail ? lo : hi) = mid;
+    }
+    return hi;
   }
 
   // Percentile wait of an M/G/1 queue with mean wait `mean` at utilization

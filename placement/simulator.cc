@@ -107,7 +107,9 @@ class Simulation {
       const double u =
           std::max(1e-12, 1.0 - static_cast<double>(rng.Uniform()));
       t += -std::log(u) / rate_;
-      if (t > o_.duration_s) break;
+      // Arrivals continue past the measured window so that the requests
+      // measured in it see a loaded system until they finish (no drain).
+      if (t > o_.duration_s + std::max(0.5 * o_.duration_s, 30.0)) break;
       Request r;
       r.arrival = t;
       r.input = w_.input.Sample(rng);
@@ -305,8 +307,10 @@ class Simulation {
     }
     if (n == 0 && chunks_.empty()) return;
     const double step = in.model->Iteration(shape);
-    batch_sum_ += n;
-    ++steps_;
+    if (now_ >= WarmUp() && now_ <= o_.duration_s) {
+      batch_sum_ += n;
+      ++steps_;
+    }
     in.busy = true;
     const double end = now_ + step;
     std::vector<int> still;
@@ -339,14 +343,18 @@ class Simulation {
     Push({end, EventType::kStepDone, i, -1, {}});
   }
 
+  // Requests arriving in [WarmUp(), duration] are measured (steady state).
+  double WarmUp() const { return 0.2 * o_.duration_s; }
+
   SimulationResult Collect() const {
     SimulationResult res;
     res.arrival_rate = rate_;
-    res.arrived = static_cast<int64_t>(requests_.size());
     std::vector<double> ttft, tpot;
     int64_t good = 0;
     double out_tokens = 0;
     for (const Request& r : requests_) {
+      if (r.arrival < WarmUp() || r.arrival > o_.duration_s) continue;
+      ++res.arrived;
       if (r.done < 0) continue;
       ++res.completed;
       out_tokens += static_cast<double>(r.output);
@@ -362,9 +370,10 @@ class Simulation {
     }
     res.ttft_s = Summarize(ttft);
     res.tpot_s = Summarize(tpot);
-    res.throughput_rps = static_cast<double>(res.completed) / o_.duration_s;
-    res.output_tokens_per_s = out_tokens / o_.duration_s;
-    res.goodput_rps = static_cast<double>(good) / o_.duration_s;
+    const double window = o_.duration_s - WarmUp();
+    res.throughput_rps = static_cast<double>(res.completed) / window;
+    res.output_tokens_per_s = out_tokens / window;
+    res.goodput_rps = static_cast<double>(good) / window;
     res.slo_attainment = res.arrived > 0 ? static_cast<double>(good) /
                                                static_cast<double>(res.arrived)
                                          : 0;

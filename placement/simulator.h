@@ -13,8 +13,10 @@
 
 namespace tessera::placement {
 
+// Figures are steady-state: over requests arriving in [0.2, 1] × duration,
+// while arrivals continue afterwards so that none of them sees the drain.
 struct SimulationOptions {
-  double duration_s = 60;  // arrivals stop after this
+  double duration_s = 60;  // the measured window ends here
   uint64_t seed = 1;
   double arrival_rate = 0;  // 0: the workload's, else the plan's prediction
 };
@@ -25,8 +27,8 @@ struct Percentiles {
 
 struct SimulationResult {
   double arrival_rate = 0;
-  int64_t arrived = 0;
-  int64_t completed = 0;
+  int64_t arrived = 0;    // in the measured window
+  int64_t completed = 0;  // of those
   Percentiles ttft_s;
   Percentiles tpot_s;
   double throughput_rps = 0;  // completed requests / duration
