@@ -58,7 +58,13 @@ WorkloadStats Stats(const Workload& w) {
   std::vector<int64_t> outs = w.output.Quantiles();
   for (int64_t v : outs) s.out_mean += static_cast<double>(v);
   s.out_mean /= static_cast<double>(outs.size());
-  s.ctx_mean = s.in_mean + s.out_mean / 2;
+  // Context of the running batch: sequences with long outputs stay longer,
+  // so a step sees the length-biased mean in + E[out²] / (2 E[out]).
+  double out_m2 = 0;
+  for (int64_t v : outs)
+    out_m2 += static_cast<double>(v) * static_cast<double>(v);
+  out_m2 /= static_cast<double>(outs.size());
+  s.ctx_mean = s.in_mean + out_m2 / (2 * s.out_mean);
   for (size_t i = 0; i < 16; ++i) {
     s.outs16.push_back(
         static_cast<double>(outs[i * outs.size() / 16 + outs.size() / 32]));
