@@ -59,7 +59,7 @@ TEST(SimulatorTest, DisaggregatedPlanTransfersKv) {
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   EXPECT_EQ(plan->mode, "disaggregated");
   SimulationOptions o;
-  o.duration_s = 20;
+  o.duration_s = 60;  // the decode batch needs ~10 s to reach steady state
   auto s = Simulate(*plan, *w, o);
   ASSERT_TRUE(s.ok()) << s.status().message();
   EXPECT_GT(s->completed, 0.9 * s->arrived);
