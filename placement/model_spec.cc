@@ -74,21 +74,14 @@ absl::StatusOr<ModelSpec> LoadGguf(const std::string& path) {
   ASSIGN_OR_RETURN(auto kv, internal::ReadGgufMetadata(path));
   auto str = [&](const std::string& key) -> std::string {
     auto it = kv.find(key);
-    if (it == kv.end()) return "";
-    if (auto* s = std::get_if<std::string>(&it->second)) return *s;
-    return "";
+    if (it == kv.end() || it->second.kind != GgufValue::Kind::kString)
+      return "";
+    return it->second.s;
   };
   auto num = [&](const std::string& key) -> std::optional<int64_t> {
     auto it = kv.find(key);
     if (it == kv.end()) return std::nullopt;
-    if (auto* v = std::get_if<int64_t>(&it->second)) return *v;
-    if (auto* v = std::get_if<uint64_t>(&it->second)) {
-      return static_cast<int64_t>(*v);
-    }
-    if (auto* v = std::get_if<internal::GgufArrayInfo>(&it->second)) {
-      return static_cast<int64_t>(v->length);
-    }
-    return std::nullopt;
+    return it->second.AsInt();
   };
   ModelSpec s;
   const std::string arch = str("general.architecture");

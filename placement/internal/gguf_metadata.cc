@@ -1,5 +1,6 @@
 #include "placement/internal/gguf_metadata.h"
 
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <vector>
@@ -91,55 +92,76 @@ int ScalarSize(uint32_t type) {
   }
 }
 
+GgufValue Int(int64_t v) {
+  GgufValue g;
+  g.kind = GgufValue::Kind::kInt;
+  g.i = v;
+  return g;
+}
+GgufValue Uint(uint64_t v) {
+  GgufValue g;
+  g.kind = GgufValue::Kind::kUint;
+  g.u = v;
+  return g;
+}
+
 absl::StatusOr<GgufValue> ReadValue(Reader& r, uint32_t type, int depth) {
+  GgufValue g;
   switch (type) {
     case kU8: {
       ASSIGN_OR_RETURN(uint8_t v, r.Read<uint8_t>());
-      return GgufValue(uint64_t{v});
+      return Uint(v);
     }
     case kI8: {
       ASSIGN_OR_RETURN(int8_t v, r.Read<int8_t>());
-      return GgufValue(int64_t{v});
+      return Int(v);
     }
     case kU16: {
       ASSIGN_OR_RETURN(uint16_t v, r.Read<uint16_t>());
-      return GgufValue(uint64_t{v});
+      return Uint(v);
     }
     case kI16: {
       ASSIGN_OR_RETURN(int16_t v, r.Read<int16_t>());
-      return GgufValue(int64_t{v});
+      return Int(v);
     }
     case kU32: {
       ASSIGN_OR_RETURN(uint32_t v, r.Read<uint32_t>());
-      return GgufValue(uint64_t{v});
+      return Uint(v);
     }
     case kI32: {
       ASSIGN_OR_RETURN(int32_t v, r.Read<int32_t>());
-      return GgufValue(int64_t{v});
+      return Int(v);
     }
     case kU64: {
       ASSIGN_OR_RETURN(uint64_t v, r.Read<uint64_t>());
-      return GgufValue(v);
+      return Uint(v);
     }
     case kI64: {
       ASSIGN_OR_RETURN(int64_t v, r.Read<int64_t>());
-      return GgufValue(v);
+      return Int(v);
     }
     case kF32: {
       ASSIGN_OR_RETURN(float v, r.Read<float>());
-      return GgufValue(double{v});
+      g.kind = GgufValue::Kind::kFloat;
+      g.f = v;
+      return g;
     }
     case kF64: {
       ASSIGN_OR_RETURN(double v, r.Read<double>());
-      return GgufValue(v);
+      g.kind = GgufValue::Kind::kFloat;
+      g.f = v;
+      return g;
     }
     case kBool: {
       ASSIGN_OR_RETURN(uint8_t v, r.Read<uint8_t>());
-      return GgufValue(v != 0);
+      g.kind = GgufValue::Kind::kBool;
+      g.b = v != 0;
+      return g;
     }
     case kString: {
-      ASSIGN_OR_RETURN(std::string s, r.ReadString());
-      return GgufValue(std::move(s));
+      g.kind = GgufValue::Kind::kString;
+      ASSIGN_OR_RETURN(g.s, r.ReadString());
+      return g;
     }
     case kArray: {
       if (depth > 2)
@@ -152,12 +174,13 @@ absl::StatusOr<GgufValue> ReadValue(Reader& r, uint32_t type, int depth) {
           return absl::InvalidArgumentError("GGUF array too long");
         RETURN_IF_ERROR(r.Skip(n * static_cast<uint64_t>(size)));
       } else {
-        for (uint64_t i = 0; i < n; ++i) {
-          ASSIGN_OR_RETURN(GgufValue unused, ReadValue(r, elem, depth + 1));
-          (void)unused;
+        for (uint64_t k = 0; k < n; ++k) {
+          RETURN_IF_ERROR(ReadValue(r, elem, depth + 1).status());
         }
       }
-      return GgufValue(GgufArrayInfo{n});
+      g.kind = GgufValue::Kind::kArray;
+      g.u = n;
+      return g;
     }
     default:
       return absl::InvalidArgumentError(
@@ -166,6 +189,19 @@ absl::StatusOr<GgufValue> ReadValue(Reader& r, uint32_t type, int depth) {
 }
 
 }  // namespace
+
+std::optional<int64_t> GgufValue::AsInt() const {
+  switch (kind) {
+    case Kind::kInt:
+      return i;
+    case Kind::kUint:
+    case Kind::kArray:
+      if (u > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+      return static_cast<int64_t>(u);
+    default:
+      return std::nullopt;
+  }
+}
 
 absl::StatusOr<std::map<std::string, GgufValue>> ParseGgufMetadata(
     const uint8_t* data, size_t size) {
@@ -190,8 +226,7 @@ absl::StatusOr<std::map<std::string, GgufValue>> ParseGgufMetadata(
   for (uint64_t i = 0; i < num_keys; ++i) {
     ASSIGN_OR_RETURN(std::string key, r.ReadString());
     ASSIGN_OR_RETURN(uint32_t type, r.Read<uint32_t>());
-    ASSIGN_OR_RETURN(GgufValue value, ReadValue(r, type, 0));
-    out[std::move(key)] = std::move(value);
+    ASSIGN_OR_RETURN(out[key], ReadValue(r, type, 0));
   }
   return out;
 }

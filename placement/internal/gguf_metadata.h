@@ -8,19 +8,28 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
-#include <variant>
 
 #include "absl/status/statusor.h"
 
 namespace tessera::placement::internal {
 
-// A scalar metadata value; arrays are recorded by their length only.
-struct GgufArrayInfo {
-  uint64_t length = 0;
+// A metadata value; arrays are recorded by their length only. (A plain
+// struct rather than std::variant: GCC 12 reports false maybe-uninitialized
+// errors for variant<std::string> under the sanitizers.)
+struct GgufValue {
+  enum class Kind { kInt, kUint, kFloat, kBool, kString, kArray };
+  Kind kind = Kind::kInt;
+  int64_t i = 0;
+  uint64_t u = 0;  // also the array length
+  double f = 0;
+  bool b = false;
+  std::string s;
+
+  // The value as a non-negative integer (ints, uints, array lengths).
+  std::optional<int64_t> AsInt() const;
 };
-using GgufValue =
-    std::variant<int64_t, uint64_t, double, bool, std::string, GgufArrayInfo>;
 
 // Reads the metadata of the GGUF file at `path`. InvalidArgument for a
 // malformed or truncated header, NotFound when the file is missing.
