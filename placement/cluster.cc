@@ -1,0 +1,310 @@
+#include "placement/cluster.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "absl/status/status.h"
+#include "base/logging.h"
+#include "base/mapped_file.h"
+#include "base/status.h"
+#include "fmt/format.h"
+#include "nlohmann/json.hpp"
+#include "placement/internal/builtin_profiles.h"
+#include "placement/internal/json_util.h"
+
+namespace tessera::placement {
+namespace {
+
+using json = nlohmann::json;
+using internal::CheckKeys;
+using internal::GetNumber;
+
+constexpr double kGB = 1e9;
+
+absl::Status DTypeCheck(const std::string& dtype, const std::string& where) {
+  static const char* kKnown[] = {"fp32", "tf32", "fp16", "bf16",
+                                 "fp8",  "int8", "fp4",  "int4"};
+  for (const char* k : kKnown) {
+    if (dtype == k) return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(fmt::format(
+      "{}: unknown peak_tflops dtype \"{}\" (known: fp32, tf32, fp16, bf16, "
+      "fp8, int8, fp4, int4)",
+      where, dtype));
+}
+
+absl::StatusOr<LinkSpec> ParseLink(const json& j, std::string_view where,
+                                   const LinkSpec& fallback) {
+  RETURN_IF_ERROR(CheckKeys(j, where, {"bandwidth_gb_per_s", "latency_us"}));
+  LinkSpec l;
+  ASSIGN_OR_RETURN(
+      double bw, GetNumber(j, where, "bandwidth_gb_per_s",
+                           fallback.bandwidth_bytes_per_s / kGB, false, true));
+  ASSIGN_OR_RETURN(double lat,
+                   GetNumber(j, where, "latency_us", fallback.latency_s * 1e6,
+                             false, false));
+  l.bandwidth_bytes_per_s = bw * kGB;
+  l.latency_s = lat * 1e-6;
+  return l;
+}
+
+json LinkToJson(const LinkSpec& l) {
+  return json{{"bandwidth_gb_per_s", l.bandwidth_bytes_per_s / kGB},
+              {"latency_us", l.latency_s * 1e6}};
+}
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
+                                              const DeviceProfile* base) {
+  const std::string where = "device profile";
+  RETURN_IF_ERROR(
+      CheckKeys(j, where,
+                {"kind", "source", "memory_gb", "memory_bandwidth_gb_per_s",
+                 "peak_tflops", "compute_efficiency", "memory_efficiency",
+                 "link_efficiency", "layer_overhead_us", "reserved_memory_gb",
+                 "memory_utilization", "intra_node_link", "inter_node_link"}));
+  DeviceProfile p = base ? *base : DeviceProfile{};
+  const bool req = base == nullptr;
+  ASSIGN_OR_RETURN(p.kind, internal::GetString(j, where, "kind", p.kind, req));
+  ASSIGN_OR_RETURN(p.source,
+                   internal::GetString(j, where, "source", p.source, false));
+  const std::string w = where + " " + p.kind;
+  ASSIGN_OR_RETURN(double mem, GetNumber(j, w, "memory_gb",
+                                         p.memory_bytes / kGB, req, true));
+  p.memory_bytes = mem * kGB;
+  ASSIGN_OR_RETURN(double bw,
+                   GetNumber(j, w, "memory_bandwidth_gb_per_s",
+                             p.memory_bandwidth_bytes_per_s / kGB, req, true));
+  p.memory_bandwidth_bytes_per_s = bw * kGB;
+  if (j.contains("peak_tflops")) {
+    const json& pf = j["peak_tflops"];
+    if (!pf.is_object() || pf.empty()) {
+      return absl::InvalidArgumentError(
+          fmt::format("{}: peak_tflops must be an object dtype → TFLOP/s", w));
+    }
+    p.peak_flops.clear();
+    for (auto it = pf.begin(); it != pf.end(); ++it) {
+      RETURN_IF_ERROR(DTypeCheck(it.key(), w));
+      ASSIGN_OR_RETURN(double tf, GetNumber(pf, w + " peak_tflops",
+                                            it.key().c_str(), 0, true, true));
+      p.peak_flops[it.key()] = tf * 1e12;
+    }
+  } else if (req) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: missing \"peak_tflops\"", w));
+  }
+  ASSIGN_OR_RETURN(
+      p.compute_efficiency,
+      GetNumber(j, w, "compute_efficiency", p.compute_efficiency, false, true));
+  ASSIGN_OR_RETURN(
+      p.memory_efficiency,
+      GetNumber(j, w, "memory_efficiency", p.memory_efficiency, false, true));
+  ASSIGN_OR_RETURN(
+      p.link_efficiency,
+      GetNumber(j, w, "link_efficiency", p.link_efficiency, false, true));
+  ASSIGN_OR_RETURN(
+      double ov, GetNumber(j, w, "layer_overhead_us", p.layer_overhead_s * 1e6,
+                           false, false));
+  p.layer_overhead_s = ov * 1e-6;
+  ASSIGN_OR_RETURN(double res,
+                   GetNumber(j, w, "reserved_memory_gb",
+                             p.reserved_memory_bytes / kGB, false, false));
+  p.reserved_memory_bytes = res * kGB;
+  ASSIGN_OR_RETURN(
+      p.memory_utilization,
+      GetNumber(j, w, "memory_utilization", p.memory_utilization, false, true));
+  if (j.contains("intra_node_link")) {
+    ASSIGN_OR_RETURN(
+        p.intra_node,
+        ParseLink(j["intra_node_link"], w + " intra_node_link", p.intra_node));
+  } else if (req) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: missing \"intra_node_link\"", w));
+  }
+  if (j.contains("inter_node_link")) {
+    ASSIGN_OR_RETURN(
+        p.inter_node,
+        ParseLink(j["inter_node_link"], w + " inter_node_link", p.inter_node));
+  } else if (req) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: missing \"inter_node_link\"", w));
+  }
+  RETURN_IF_ERROR(ValidateDeviceProfile(p));
+  return p;
+}
+
+}  // namespace
+
+double DeviceProfile::PeakFlops(std::string_view dtype) const {
+  std::string d(dtype);
+  if (d == "float16" || d == "f16") d = "fp16";
+  if (d == "bfloat16") d = "bf16";
+  if (d == "float32" || d == "f32") d = "fp32";
+  auto it = peak_flops.find(d);
+  if (it != peak_flops.end()) return it->second;
+  // Weight-only quantization (int4, GGUF q*) dequantizes into 16-bit math.
+  for (const char* fallback : {"bf16", "fp16", "fp32"}) {
+    it = peak_flops.find(fallback);
+    if (it != peak_flops.end()) return it->second;
+  }
+  return peak_flops.empty() ? 1.0 : peak_flops.begin()->second;
+}
+
+absl::Status ValidateDeviceProfile(const DeviceProfile& p) {
+  const std::string w = "device profile " + p.kind;
+  if (p.kind.empty())
+    return absl::InvalidArgumentError("device profile: empty kind");
+  if (!(p.memory_bytes > 0) || !(p.memory_bandwidth_bytes_per_s > 0)) {
+    return absl::InvalidArgumentError(
+        w + ": memory size and bandwidth must be positive");
+  }
+  if (p.peak_flops.empty())
+    return absl::InvalidArgumentError(w + ": no peak_tflops");
+  for (double f : {p.compute_efficiency, p.memory_efficiency, p.link_efficiency,
+                   p.memory_utilization}) {
+    if (!(f > 0 && f <= 1)) {
+      return absl::InvalidArgumentError(
+          w + ": efficiency factors and memory_utilization must be in (0, 1]");
+    }
+  }
+  if (!(p.intra_node.bandwidth_bytes_per_s > 0) ||
+      !(p.inter_node.bandwidth_bytes_per_s > 0)) {
+    return absl::InvalidArgumentError(w + ": link bandwidths must be positive");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DeviceProfile> ParseDeviceProfile(std::string_view json_text) {
+  ASSIGN_OR_RETURN(json j,
+                   internal::ParseJsonObject(json_text, "device profile"));
+  return ProfileFromJson(j, nullptr);
+}
+
+std::string DeviceProfileToJson(const DeviceProfile& p) {
+  json pf = json::object();
+  for (const auto& [k, v] : p.peak_flops) pf[k] = v / 1e12;
+  json j{{"kind", p.kind},
+         {"source", p.source},
+         {"memory_gb", p.memory_bytes / kGB},
+         {"memory_bandwidth_gb_per_s", p.memory_bandwidth_bytes_per_s / kGB},
+         {"peak_tflops", pf},
+         {"compute_efficiency", p.compute_efficiency},
+         {"memory_efficiency", p.memory_efficiency},
+         {"link_efficiency", p.link_efficiency},
+         {"layer_overhead_us", p.layer_overhead_s * 1e6},
+         {"reserved_memory_gb", p.reserved_memory_bytes / kGB},
+         {"memory_utilization", p.memory_utilization},
+         {"intra_node_link", LinkToJson(p.intra_node)},
+         {"inter_node_link", LinkToJson(p.inter_node)}};
+  return j.dump(2);
+}
+
+const std::map<std::string, DeviceProfile>& BuiltinProfiles() {
+  static const auto* profiles = [] {
+    auto* m = new std::map<std::string, DeviceProfile>();
+    for (const char* text : internal::BuiltinProfileTexts()) {
+      auto p = ParseDeviceProfile(text);
+      TESSERA_CHECK(p.ok(), "built-in profile does not parse: {}",
+                    std::string(p.status().message()));
+      (*m)[p->kind] = *p;
+    }
+    return m;
+  }();
+  return *profiles;
+}
+
+absl::StatusOr<DeviceProfile> FindBuiltinProfile(std::string_view kind) {
+  std::string want = Lower(kind);
+  if (want == "h100") want = "h100-sxm";
+  if (want == "a100" || want == "a100-80g") want = "a100-80gb";
+  std::string known;
+  for (const auto& [k, p] : BuiltinProfiles()) {
+    if (Lower(k) == want) return p;
+    if (!known.empty()) known += ", ";
+    known += k;
+  }
+  return absl::InvalidArgumentError(fmt::format(
+      "unknown device kind \"{}\" (built-in: {}; or give a full profile "
+      "object as \"device\")",
+      std::string(kind), known));
+}
+
+absl::StatusOr<ClusterSpec> ParseCluster(std::string_view json_text) {
+  ASSIGN_OR_RETURN(json j, internal::ParseJsonObject(json_text, "cluster"));
+  RETURN_IF_ERROR(CheckKeys(j, "cluster",
+                            {"name", "comment", "nodes", "devices_per_node",
+                             "device", "intra_node_link", "inter_node_link"}));
+  ClusterSpec c;
+  if (!j.contains("nodes")) {
+    return absl::InvalidArgumentError(
+        "cluster: missing \"nodes\" (a count or a list of host names)");
+  }
+  const json& nodes = j["nodes"];
+  if (nodes.is_array()) {
+    for (const json& h : nodes) {
+      if (!h.is_string() || h.get<std::string>().empty()) {
+        return absl::InvalidArgumentError(
+            "cluster: \"nodes\" list must hold host names");
+      }
+      c.hosts.push_back(h.get<std::string>());
+    }
+    if (c.hosts.empty())
+      return absl::InvalidArgumentError("cluster: \"nodes\" is empty");
+  } else {
+    ASSIGN_OR_RETURN(int64_t n,
+                     internal::GetInt(j, "cluster", "nodes", 0, true, true));
+    if (n > 4096)
+      return absl::InvalidArgumentError("cluster: more than 4096 nodes");
+    for (int64_t i = 0; i < n; ++i) c.hosts.push_back(fmt::format("node{}", i));
+  }
+  ASSIGN_OR_RETURN(
+      int64_t dpn,
+      internal::GetInt(j, "cluster", "devices_per_node", 0, true, true));
+  if (dpn > 1024)
+    return absl::InvalidArgumentError("cluster: devices_per_node > 1024");
+  c.devices_per_node = static_cast<int>(dpn);
+  if (!j.contains("device")) {
+    return absl::InvalidArgumentError(
+        "cluster: missing \"device\" (a kind such as \"H100-SXM\" or a profile "
+        "object)");
+  }
+  const json& dev = j["device"];
+  if (dev.is_string()) {
+    ASSIGN_OR_RETURN(c.device, FindBuiltinProfile(dev.get<std::string>()));
+  } else if (dev.is_object()) {
+    // A profile object; with only some fields it overrides the named kind.
+    const std::string kind = dev.value("kind", std::string());
+    auto builtin = FindBuiltinProfile(kind);
+    ASSIGN_OR_RETURN(c.device,
+                     ProfileFromJson(dev, builtin.ok() ? &*builtin : nullptr));
+  } else {
+    return absl::InvalidArgumentError(
+        "cluster: \"device\" must be a kind name or an object");
+  }
+  if (j.contains("intra_node_link")) {
+    ASSIGN_OR_RETURN(c.device.intra_node,
+                     ParseLink(j["intra_node_link"], "cluster intra_node_link",
+                               c.device.intra_node));
+  }
+  if (j.contains("inter_node_link")) {
+    ASSIGN_OR_RETURN(c.device.inter_node,
+                     ParseLink(j["inter_node_link"], "cluster inter_node_link",
+                               c.device.inter_node));
+  }
+  return c;
+}
+
+absl::StatusOr<ClusterSpec> LoadCluster(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  auto c = ParseCluster(text);
+  if (!c.ok()) return Annotate(c.status(), path);
+  return c;
+}
+
+}  // namespace tessera::placement

@@ -1,0 +1,18 @@
+// Launcher artifacts derived from a Plan: an mpirun hostfile + command, and
+// values for the Helm chart (LeaderWorkerSet: one group per instance).
+#pragma once
+
+#include <string>
+
+#include "placement/plan.h"
+
+namespace tessera::placement {
+
+// A hostfile (one "host slots=N" line per node used) followed by the mpirun
+// command line; `plan_path` is where the ranks will read the Plan.
+std::string EmitMpirun(const Plan& plan, const std::string& plan_path);
+
+// Helm values (YAML) describing every instance's pods and devices.
+std::string EmitHelmValues(const Plan& plan, const std::string& plan_path);
+
+}  // namespace tessera::placement

@@ -1,0 +1,116 @@
+#include "placement/cluster.h"
+
+#include <string>
+
+#include "gtest/gtest.h"
+#include "placement/workload.h"
+
+namespace tessera::placement {
+namespace {
+
+std::string Message(const absl::Status& s) { return std::string(s.message()); }
+
+TEST(ClusterTest, BuiltinProfilesParse) {
+  for (const char* kind : {"H100-SXM", "H200", "A100-80GB", "B200"}) {
+    auto p = FindBuiltinProfile(kind);
+    ASSERT_TRUE(p.ok()) << kind << ": " << Message(p.status());
+    EXPECT_FALSE(p->source.empty());
+  }
+  auto h100 = FindBuiltinProfile("h100");
+  ASSERT_TRUE(h100.ok());
+  EXPECT_DOUBLE_EQ(h100->memory_bandwidth_bytes_per_s, 3350e9);
+  EXPECT_DOUBLE_EQ(h100->PeakFlops("bfloat16"), 989.5e12);
+  EXPECT_DOUBLE_EQ(h100->PeakFlops("q4_k"), 989.5e12);  // dequantized math
+}
+
+TEST(ClusterTest, ParsesClusterWithOverrides) {
+  auto c = ParseCluster(R"({"nodes": ["gpu-a", "gpu-b"], "devices_per_node": 8,
+      "device": "H100-SXM", "inter_node_link": {"bandwidth_gb_per_s": 25}})");
+  ASSERT_TRUE(c.ok()) << Message(c.status());
+  EXPECT_EQ(c->num_devices(), 16);
+  EXPECT_EQ(c->hosts[1], "gpu-b");
+  EXPECT_DOUBLE_EQ(c->device.inter_node.bandwidth_bytes_per_s, 25e9);
+  EXPECT_DOUBLE_EQ(c->LinkBetween(7, 8).bandwidth_bytes_per_s, 25e9);
+  EXPECT_DOUBLE_EQ(c->LinkBetween(0, 7).bandwidth_bytes_per_s, 450e9);
+}
+
+TEST(ClusterTest, ProfileRoundTrips) {
+  auto p = FindBuiltinProfile("B200");
+  ASSERT_TRUE(p.ok());
+  auto q = ParseDeviceProfile(DeviceProfileToJson(*p));
+  ASSERT_TRUE(q.ok()) << Message(q.status());
+  EXPECT_DOUBLE_EQ(q->memory_bytes, p->memory_bytes);
+  EXPECT_EQ(q->peak_flops, p->peak_flops);
+}
+
+TEST(ClusterTest, BadInputsAreInvalidArgument) {
+  struct Case {
+    const char* json;
+    const char* needle;
+  } cases[] = {
+      {R"({"nodes": 1, "devices_per_node": 8, "device": "H100-SXM", "gpus": 8})",
+       "unknown key \"gpus\""},
+      {R"({"nodes": 1, "devices_per_node": 8, "device": "TPU-v9"})",
+       "unknown device kind \"TPU-v9\""},
+      {R"({"nodes": -1, "devices_per_node": 8, "device": "H100-SXM"})",
+       "positive"},
+      {R"({"nodes": 1, "devices_per_node": 8,
+           "device": {"kind": "H100-SXM", "memory_gb": -80}})",
+       "memory_gb"},
+      {R"({"nodes": 1, "devices_per_node": 8,
+           "device": {"kind": "X", "memory_gb": 80}})",
+       "memory_bandwidth_gb_per_s"},
+      {R"({"nodes": 1, "devices_per_node": 8, "device": "H100-SXM",
+           "inter_node_link": {"bandwidth": 5}})",
+       "unknown key \"bandwidth\""},
+      {R"([1, 2])", "JSON object"},
+  };
+  for (const Case& c : cases) {
+    auto r = ParseCluster(c.json);
+    ASSERT_FALSE(r.ok()) << c.json;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << c.json;
+    EXPECT_NE(Message(r.status()).find(c.needle), std::string::npos)
+        << Message(r.status()) << " lacks " << c.needle;
+  }
+}
+
+TEST(WorkloadTest, ParsesAndRejects) {
+  auto w = ParseWorkload(
+      R"({"input_tokens": {"distribution": "lognormal", "mean": 512},
+      "output_tokens": 128, "arrival_rate": 4, "slo": {"ttft_ms": 200, "tpot_ms": 30}})");
+  ASSERT_TRUE(w.ok()) << Message(w.status());
+  EXPECT_DOUBLE_EQ(w->slo.ttft_s, 0.2);
+  EXPECT_EQ(w->output.Max(), 128);
+  EXPECT_EQ(w->objective, Workload::Objective::kGoodput);
+  auto again = ParseWorkload(WorkloadToJson(*w));
+  ASSERT_TRUE(again.ok()) << Message(again.status());
+  EXPECT_DOUBLE_EQ(again->input.mean, 512);
+
+  for (const char* bad :
+       {R"({"input_tokens": {"mean": -5}})", R"({"arrival_rate": -1})",
+        R"({"slo": {"ttft": 5}})",
+        R"({"input_tokens": {"distribution": "zipf", "mean": 5}})",
+        R"({"prompt": 5})", R"({"output_tokens": 0})"}) {
+    auto r = ParseWorkload(bad);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST(WorkloadTest, SamplesStayInRange) {
+  auto w = ParseWorkload(
+      R"({"input_tokens": {"distribution": "exponential", "mean": 100,
+      "min": 10, "max": 400}})");
+  ASSERT_TRUE(w.ok());
+  SplitMix64 rng(7);
+  double sum = 0;
+  for (int i = 0; i < 10000; ++i) {
+    const int64_t v = w->input.Sample(rng);
+    ASSERT_GE(v, 10);
+    ASSERT_LE(v, 400);
+    sum += static_cast<double>(v);
+  }
+  EXPECT_NEAR(sum / 10000, 100, 15);
+}
+
+}  // namespace
+}  // namespace tessera::placement

@@ -1,0 +1,130 @@
+#include "placement/cost_model.h"
+
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace tessera::placement {
+namespace {
+
+const std::string kData = TESSERA_PLACEMENT_TESTDATA;
+
+ModelSpec Load(const std::string& name) {
+  auto m = LoadModelSpec(kData + "/" + name);
+  EXPECT_TRUE(m.ok()) << m.status().message();
+  return *m;
+}
+
+DeviceProfile H100() {
+  auto p = FindBuiltinProfile("H100-SXM");
+  EXPECT_TRUE(p.ok());
+  return *p;
+}
+
+// Llama-2-7B, one decode token at context 1000, TP1:
+//  q,k,v,o: 2 FLOPs × 4·4096² weights = 134,217,728 FLOPs;
+//  MLP: 2 × 135,266,304 = 270,532,608 FLOPs;
+//  attention core: 4 · 32 heads · 128 · 1001 pairs = 16,400,384 FLOPs;
+//  KV read: 1000 tokens · 2 · 32 · 128 · 2 B = 16,384,000 B, plus the new
+//  token's K/V write (16,384 B) and Q in / O out (2·32·128·2 = 16,384 B).
+TEST(CostModelTest, Llama2_7bDecodeLayer) {
+  CostModel cm(Load("llama-2-7b"), H100());
+  const LayerCost c = cm.Layer(BatchShape::Decode(1, 1000), Layout{});
+  EXPECT_DOUBLE_EQ(c.attn_linear.flops, 134217728.0);
+  EXPECT_DOUBLE_EQ(c.ffn.flops, 270532608.0);
+  EXPECT_DOUBLE_EQ(c.attn_core.flops, 16400384.0);
+  EXPECT_DOUBLE_EQ(c.attn_core.bytes, 16384000.0 + 16384 + 16384);
+  // Weights dominate linear bytes: 67,108,864 · 2 B + activations
+  // 1 · (2·4096 + 2·4096 + 2·4096) · 2 B = 49,152.
+  EXPECT_DOUBLE_EQ(c.attn_linear.bytes, 134217728.0 + 49152);
+  EXPECT_DOUBLE_EQ(c.allreduce_bytes, 0);
+}
+
+// Prefill of 4 tokens: causal pairs 1+2+3+4 = 10 → 4·32·128·10 FLOPs.
+TEST(CostModelTest, PrefillAttentionIsCausal) {
+  CostModel cm(Load("llama-2-7b"), H100());
+  const LayerCost c = cm.Layer(BatchShape::Prefill(1, 4), Layout{});
+  EXPECT_DOUBLE_EQ(c.attn_core.flops, 4.0 * 32 * 128 * 10);
+  EXPECT_DOUBLE_EQ(c.attn_linear.flops, 4 * 134217728.0);
+}
+
+// Llama-2-70B with TP4: per rank 16 query heads and 2 KV heads:
+// attn 8192·128·(2·16 + 2·2) = 37,748,736; MLP 704,643,072 / 4 =
+// 176,160,768; norms 16,384 → 213,925,888 params = 427,851,776 bytes.
+// With TP16 the 8 KV heads are replicated (1 per rank, not 0.5).
+TEST(CostModelTest, Llama2_70bWeightsPerRank) {
+  CostModel cm(Load("llama-2-70b"), H100());
+  EXPECT_DOUBLE_EQ(cm.LayerWeightBytesPerRank({4, 1, 1}), 427851776.0);
+  EXPECT_EQ(cm.KvHeadsPerRank({16, 1, 1}), 1);
+  EXPECT_DOUBLE_EQ(cm.KvBytesPerTokenPerLayerPerRank({4, 1, 1}),
+                   2.0 * 2 * 128 * 2);
+  // All-reduce per layer input: tokens · 8192 · 2 B.
+  EXPECT_DOUBLE_EQ(
+      cm.Layer(BatchShape::Decode(8, 100), {4, 1, 1}).allreduce_bytes,
+      8.0 * 8192 * 2);
+}
+
+// Mixtral decode of one token, TP1: router 2·4096·8 = 65,536 FLOPs; 2
+// experts × 2 × 176,160,768 = 704,643,072 FLOPs. Bytes: both touched experts'
+// weights 2·176,160,768·2 B = 704,643,072, router 65,536 B, activations
+// 2 tokens·(2·4096 + 3·14336)·2 B = 204,800.
+TEST(CostModelTest, MixtralDecodeMoe) {
+  CostModel cm(Load("mixtral-8x7b"), H100());
+  const LayerCost c = cm.Layer(BatchShape::Decode(1, 10), Layout{});
+  EXPECT_DOUBLE_EQ(c.ffn.flops, 65536.0 + 704643072.0);
+  EXPECT_DOUBLE_EQ(c.ffn.bytes, 704643072.0 + 65536 + 204800);
+  // A large batch touches all 8 experts: bytes ≥ all expert weights.
+  const LayerCost big = cm.Layer(BatchShape::Decode(256, 10), Layout{});
+  EXPECT_GT(big.ffn.bytes, 8 * 176160768.0 * 2 * 0.999);
+  // EP4: the busiest rank gets more than the mean share of tokens.
+  const LayerCost ep = cm.Layer(BatchShape::Decode(64, 10), {4, 1, 4});
+  EXPECT_GT(ep.expert_imbalance, 1.0);
+  EXPECT_LE(ep.expert_imbalance, 4.0);
+}
+
+TEST(CostModelTest, AlphaBetaCollectives) {
+  const LinkSpec link{100e9, 1e-6};
+  // Ring all-reduce of 1 MB over 4: 2·3 steps · 1 µs + 2·3/4 · 1e6 / 1e11.
+  EXPECT_NEAR(RingAllReduceTime(1e6, 4, link, 1.0), 6e-6 + 1.5e-5, 1e-12);
+  EXPECT_NEAR(RingAllGatherTime(1e6, 4, link, 1.0), 3e-6 + 7.5e-6, 1e-12);
+  EXPECT_NEAR(AllToAllTime(1e6, 4, link, 1.0), 3e-6 + 7.5e-6, 1e-12);
+  EXPECT_NEAR(P2pTime(1e6, link, 0.5), 1e-6 + 2e-5, 1e-12);
+  EXPECT_EQ(RingAllReduceTime(1e6, 1, link, 1.0), 0);
+}
+
+// 80 layers over 4 stages with the LM head worth 4 layers: the last stage
+// takes fewer layers, and the slowest stage is as fast as possible.
+TEST(CostModelTest, BalanceStagesAccountsForLmHead) {
+  const auto st = BalanceStages(80, 4, 1.0, 0.0, 4.0);
+  ASSERT_EQ(st.size(), 4u);
+  EXPECT_EQ(st[0].begin, 0);
+  EXPECT_EQ(st[3].end, 80);
+  int total = 0;
+  for (size_t s = 0; s < st.size(); ++s) {
+    total += st[s].size();
+    if (s > 0) {
+      EXPECT_EQ(st[s].begin, st[s - 1].end);
+    }
+  }
+  EXPECT_EQ(total, 80);
+  EXPECT_EQ(st[3].size(), 17);  // 17 + 4 = 21 = ceil(84 / 4)
+  EXPECT_EQ(st[0].size(), 21);
+}
+
+// A TP group spanning two nodes pays the NIC: its decode step is slower.
+TEST(CostModelTest, CrossNodeTensorParallelIsSlower) {
+  CostModel cm(Load("llama-2-70b"), H100());
+  ClusterSpec c;
+  c.hosts = {"a", "b"};
+  c.devices_per_node = 8;
+  c.device = H100();
+  const InstanceModel inside(cm, c, {8, 1, 1}, 0, InstanceModel::Role::kDecode);
+  const InstanceModel across(cm, c, {8, 1, 1}, 4, InstanceModel::Role::kDecode);
+  EXPECT_FALSE(inside.tp_spans_nodes());
+  EXPECT_TRUE(across.tp_spans_nodes());
+  EXPECT_GT(across.DecodeIteration(64, 1000),
+            inside.DecodeIteration(64, 1000) * 1.2);
+}
+
+}  // namespace
+}  // namespace tessera::placement
