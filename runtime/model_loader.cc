@@ -218,6 +218,7 @@ absl::StatusOr<Model> LoadHf(const std::string& path) {
   model.config = config;
   model.rope_style = RopeStyle::kHalf;
   model.source = path;
+  model.format = "hf";
   for (const auto& f : ck.files()) model.owners.push_back(f);
   // Messages name the weights file (or the directory, when sharded).
   const std::string file =
@@ -365,6 +366,7 @@ absl::StatusOr<Model> LoadGguf(const std::string& path) {
   Model model;
   model.source = path;
   model.owners.push_back(g);
+  model.format = "gguf";
   // llama.cpp's converter permutes llama-family Q/K rows to the pairwise
   // order its RoPE uses; Qwen files keep the HF order (NeoX RoPE).
   model.rope_style = arch == "qwen2" || arch == "qwen3" ? RopeStyle::kHalf
@@ -612,6 +614,7 @@ absl::StatusOr<Model> LoadLlama2c(const std::string& path) {
   model.config = c;
   model.rope_style = RopeStyle::kPairwise;
   model.source = path;
+  model.format = "llama2c";
   model.owners.push_back(file);
   ModelWeights& w = model.weights;
   w.token_embedding = view("token_embedding_table", 0, {V, dim});

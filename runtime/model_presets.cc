@@ -208,6 +208,7 @@ absl::StatusOr<Model> SynthesizeModel(const ModelConfig& config, DType dtype,
   m.config.dtype = dtype;
   m.rope_style = RopeStyle::kHalf;
   m.source = "builtin:synthetic";
+  m.format = "builtin";
   ModelWeights& w = m.weights;
   w.layers.resize(config.num_hidden_layers);
   for (const TensorSpec& s : HfTensorSpecs(config)) {

@@ -37,6 +37,7 @@ TEST(ModelLoaderTest, LoadsStories260K) {
   EXPECT_TRUE(c.tie_word_embeddings);
   EXPECT_EQ(c.bos_token_id, 1);
   EXPECT_EQ(m->rope_style, RopeStyle::kPairwise);
+  EXPECT_EQ(m->format, "llama2c");
   EXPECT_EQ(m->weights.lm_head.raw_data(),
             m->weights.token_embedding.raw_data());
   EXPECT_EQ(m->weights.layers[4].wk.DebugString(), "f32[32, 64]");
@@ -67,6 +68,8 @@ TEST(ModelLoaderTest, BenchTinyGgufAndHfHoldTheSameWeights) {
   ASSERT_TRUE(h.ok()) << h.status();
   EXPECT_EQ(g->rope_style, RopeStyle::kPairwise);
   EXPECT_EQ(h->rope_style, RopeStyle::kHalf);
+  EXPECT_EQ(g->format, "gguf");
+  EXPECT_EQ(h->format, "hf");
   for (const ModelConfig* c : {&g->config, &h->config}) {
     EXPECT_EQ(c->architecture, "llama");
     EXPECT_EQ(c->hidden_size, 256);
