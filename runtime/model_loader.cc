@@ -773,8 +773,6 @@ absl::StatusOr<Model> LoadModel(const std::string& path) {
       break;
   }
   if (!model.ok()) return model.status();
-  static constexpr const char* kFormatNames[] = {"hf", "gguf", "llama2c"};
-  model->format = kFormatNames[static_cast<int>(format)];
   RETURN_IF_ERROR(Annotate(ValidateModelWeights(*model), path));
   spdlog::debug("loaded {}: {} layers, hidden {}, vocab {}", path,
                 model->config.num_hidden_layers, model->config.hidden_size,
