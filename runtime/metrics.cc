@@ -316,6 +316,20 @@ ServingMetrics::ServingMetrics(MetricsRegistry* r,
                       "Number of generation tokens processed.", m,
                       TokenCountBuckets())
           ->Labels(v);
+  engine_steps_total =
+      r->AddCounter("tessera:engine_steps_total",
+                    "Engine iterations that ran a model step.", m)
+          ->Labels(v);
+  model_step_seconds_total =
+      r->AddCounter("tessera:model_step_seconds_total",
+                    "Seconds spent executing model steps.", m)
+          ->Labels(v);
+  engine_overhead_seconds_total =
+      r->AddCounter("tessera:engine_overhead_seconds_total",
+                    "Seconds of engine iterations spent outside the model "
+                    "(scheduling, KV bookkeeping, detokenization, streaming).",
+                    m)
+          ->Labels(v);
 }
 
 }  // namespace tessera
