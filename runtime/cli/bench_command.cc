@@ -12,6 +12,7 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
   AddBenchCommCommand(*bench, exit_code);
   AddBenchKvTransferCommand(*bench, exit_code);
   AddBenchCostModelCommand(*bench, exit_code);
+  AddBenchSimulatorCommand(*bench, exit_code);
 }
 
 }  // namespace tessera::cli

@@ -8,7 +8,9 @@
 #include "gtest/gtest.h"
 #include "placement/cost_model.h"
 #include "runtime/bench_cost_model.h"
+#include "runtime/bench_simulator.h"
 #include "runtime/model_presets.h"
+#include "runtime/tokenizer.h"
 
 namespace tessera {
 namespace {
@@ -96,6 +98,54 @@ TEST(BenchCostModelTest, RejectsShapesBeyondTheContext) {
   o.decode_batches = {};
   EXPECT_EQ(RunBenchCostModel(*model, TestProfile(), o, stdout).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BenchSimulatorTest, PlanMirrorsTheEngineSettings) {
+  auto model = SynthesizeModel("demo", DType::kF32, 1);
+  ASSERT_TRUE(model.ok()) << model.status();
+  BenchSimulatorOptions o;
+  o.input_len = 20;
+  o.output_len = 5;
+  o.max_num_seqs = 3;
+  o.max_num_batched_tokens = 64;
+  auto plan = SingleInstancePlan(*model, TestProfile(), o, 6);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->instances.size(), 1u);
+  const placement::KvCacheSettings& kv = plan->instances[0].kv_cache;
+  EXPECT_EQ(kv.num_blocks, 6);
+  EXPECT_EQ(kv.max_num_seqs, 3);
+  EXPECT_EQ(kv.max_num_batched_tokens, 64);
+  EXPECT_EQ(plan->instances[0].stages[0].layer_end,
+            model->config.num_hidden_layers);
+  EXPECT_DOUBLE_EQ(plan->workload.input.mean, 20);
+}
+
+TEST(BenchSimulatorTest, ServesSimulatesAndCompares) {
+  auto model = SynthesizeModel("demo", DType::kF32, 1);
+  ASSERT_TRUE(model.ok()) << model.status();
+  std::unique_ptr<Tokenizer> tokenizer = NewByteTokenizer();
+  BenchSimulatorOptions o;
+  o.request_rate = 200;
+  o.num_prompts = 6;
+  o.input_len = 12;
+  o.output_len = 4;
+  o.max_num_seqs = 4;
+  o.max_num_batched_tokens = 64;
+  o.threads = 1;
+  char* text = nullptr;
+  size_t size = 0;
+  std::FILE* out = open_memstream(&text, &size);
+  auto rows = RunBenchSimulator(*model, *tokenizer, TestProfile(), o, out);
+  std::fclose(out);
+  const std::string report(text, size);
+  free(text);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 5u);
+  for (const SimulatorRow& r : *rows) {
+    EXPECT_GT(r.simulated, 0) << r.name;
+    EXPECT_GT(r.measured, 0) << r.name;
+  }
+  EXPECT_NE(report.find("simulator: max |error|"), std::string::npos) << report;
 }
 
 }  // namespace
