@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "base/logging.h"
+#include "base/mapped_file.h"
 #include "base/random.h"
 #include "base/status.h"
 #include "base/tensor.h"
@@ -279,6 +281,21 @@ absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
       p.intra_node.bandwidth_bytes_per_s / 1e9, p.intra_node.latency_s * 1e6);
   RETURN_IF_ERROR(placement::ValidateDeviceProfile(p));
   return p;
+}
+
+absl::StatusOr<placement::DeviceProfile> LoadProfileOrCalibrate(
+    const std::string& path, int threads) {
+  if (path.empty()) {
+    std::fprintf(stderr, "no --profile: calibrating this machine first...\n");
+    CalibrationOptions options;
+    options.threads = threads;
+    return CalibrateCpu(options);
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  absl::StatusOr<placement::DeviceProfile> profile =
+      placement::ParseDeviceProfile(text);
+  if (!profile.ok()) return Annotate(profile.status(), path);
+  return profile;
 }
 
 placement::ModelSpec ModelSpecFor(const Model& model, DType kv_dtype) {

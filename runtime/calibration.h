@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "base/dtype.h"
@@ -28,6 +29,11 @@ struct CalibrationOptions {
 // Measures this machine and returns a `cpu-local` device profile.
 absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
     const CalibrationOptions& options);
+
+// The profile in `path` (JSON from `tessera calibrate --out`), or, when
+// `path` is empty, a fresh calibration on `threads` threads (noted on stderr).
+absl::StatusOr<placement::DeviceProfile> LoadProfileOrCalibrate(
+    const std::string& path, int threads);
 
 // The planner's description of a loaded model: shapes from its config, bytes
 // per weight averaged over its actual tensors (so mixed-dtype files count

@@ -20,23 +20,13 @@ struct Options {
   BenchCostModelOptions bench;
   std::string profile;
   std::string kv_dtype = "f32";
-  double calibrate_seconds = 0.3;
 };
 
 absl::Status Run(Options& o) {
   ASSIGN_OR_RETURN(o.bench.kv_dtype, ParseDType(o.kv_dtype));
   o.bench.threads = o.model.threads;
-  placement::DeviceProfile profile;
-  if (o.profile.empty()) {
-    std::fprintf(stderr, "no --profile: calibrating this machine first...\n");
-    CalibrationOptions co;
-    co.threads = o.model.threads;
-    co.seconds = o.calibrate_seconds;
-    ASSIGN_OR_RETURN(profile, CalibrateCpu(co));
-  } else {
-    ASSIGN_OR_RETURN(std::string text, ReadFileToString(o.profile));
-    ASSIGN_OR_RETURN(profile, placement::ParseDeviceProfile(text));
-  }
+  ASSIGN_OR_RETURN(placement::DeviceProfile profile,
+                   LoadProfileOrCalibrate(o.profile, o.model.threads));
   ASSIGN_OR_RETURN(LoadedModel loaded, LoadModelAndTokenizer(o.model));
   return RunBenchCostModel(*loaded.model, profile, o.bench, stdout).status();
 }

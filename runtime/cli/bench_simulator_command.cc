@@ -23,16 +23,8 @@ struct Options {
 
 absl::Status Run(Options& o) {
   o.bench.threads = o.model.threads;
-  placement::DeviceProfile profile;
-  if (o.profile.empty()) {
-    std::fprintf(stderr, "no --profile: calibrating this machine first...\n");
-    CalibrationOptions co;
-    co.threads = o.model.threads;
-    ASSIGN_OR_RETURN(profile, CalibrateCpu(co));
-  } else {
-    ASSIGN_OR_RETURN(std::string text, ReadFileToString(o.profile));
-    ASSIGN_OR_RETURN(profile, placement::ParseDeviceProfile(text));
-  }
+  ASSIGN_OR_RETURN(placement::DeviceProfile profile,
+                   LoadProfileOrCalibrate(o.profile, o.model.threads));
   ASSIGN_OR_RETURN(LoadedModel loaded, LoadModelAndTokenizer(o.model));
   if (loaded.tokenizer == nullptr) {
     return absl::InvalidArgumentError(
