@@ -1,6 +1,8 @@
 // `tessera bench kv-transfer`: KV-block transfer bandwidth between two
 // processes over the UCX engine, next to `ucx_perftest` put bandwidth for the
-// same message size and transport, measured in the same run.
+// same message size and transport, measured in the same run. Like with like:
+// perftest's message size is our coalesced put size, its outstanding-send
+// limit (-O) our window of transfers in flight.
 //
 // Without a world (no --rank/--world-size, no launcher env) it forks the
 // receiver itself on this host; in a world of >= 2 ranks rank 0 sends to
@@ -35,8 +37,10 @@ struct KvFlags {
   CommFlags comm;
   std::string block_bytes = "64K";
   int64_t blocks = 64;
-  int iters = 200;
+  int iters = 0;  // 0: enough transfers for ~1 GiB (at least 100).
   int warmup = 20;
+  int window = 16;
+  bool staged = false;
   int peer_rank = 1;
   std::string tls;
   bool scatter = false;
@@ -54,6 +58,14 @@ comm::KvTransferOptions EngineOptions() {
   }
   if (const char* v = std::getenv("TESSERA_KV_NAP_MS")) o.nap_ms = std::atoi(v);
   return o;
+}
+
+std::string HumanBytes(int64_t b) {
+  if (b >= (int64_t{1} << 20) && b % (int64_t{1} << 20) == 0) {
+    return fmt::format("{} MiB", b >> 20);
+  }
+  if (b >= 1024 && b % 1024 == 0) return fmt::format("{} KiB", b >> 10);
+  return fmt::format("{} B", b);
 }
 
 // Receiver: registers its pool and acknowledges transfers until "stop".
@@ -83,17 +95,41 @@ int RunReceiver(comm::Store* store, int rank, int64_t block_bytes,
 }
 
 struct SenderResult {
-  double gbps = 0, us_per_transfer = 0, setup_us = 0;
+  double gbps = 0, us_per_transfer = 0, round_trip_us = 0;
   int64_t puts = 0;
+  int iters = 0;
+  comm::KvTransferStats cold;  // After the first transfer.
+  comm::KvTransferStats all;   // At the end.
 };
+
+// `n` transfers of `list`, at most `window` in flight (the oldest is waited
+// for before the next is posted).
+absl::Status RunWindow(comm::KvTransferEngine& engine, int peer,
+                       std::span<const comm::BlockCopy> list, int n, int window,
+                       uint64_t* next_id) {
+  const uint64_t first = *next_id;
+  for (int i = 0; i < n; ++i) {
+    if (i >= window) {
+      RETURN_IF_ERROR(engine.WaitTransfer(first + i - window));
+    }
+    RETURN_IF_ERROR(engine.PostTransfer(peer, first + i, list, kTimeout));
+  }
+  for (int i = std::max(0, n - window); i < n; ++i) {
+    RETURN_IF_ERROR(engine.WaitTransfer(first + i));
+  }
+  *next_id = first + n;
+  return absl::OkStatus();
+}
 
 absl::StatusOr<SenderResult> RunSender(comm::Store* store, int rank, int peer,
                                        int64_t block_bytes, const KvFlags& f) {
-  ASSIGN_OR_RETURN(auto engine, comm::KvTransferEngine::Create(
-                                    rank, store, EngineOptions()));
+  comm::KvTransferOptions options = EngineOptions();
+  options.force_staging = f.staged;
+  ASSIGN_OR_RETURN(auto engine,
+                   comm::KvTransferEngine::Create(rank, store, options));
   std::vector<char> user_pool;
   char* pool = nullptr;
-  if (f.malloc_pool) {
+  if (f.malloc_pool || f.staged) {  // Staging needs a caller pool.
     user_pool.resize(static_cast<size_t>(block_bytes * f.blocks));
     pool = user_pool.data();
     RETURN_IF_ERROR(engine->RegisterPool(pool, block_bytes, f.blocks));
@@ -121,20 +157,23 @@ absl::StatusOr<SenderResult> RunSender(comm::Store* store, int rank, int peer,
         ++r.puts;
     }
   }
+  const int64_t transfer_bytes = block_bytes * f.blocks;
+  r.iters = f.iters > 0 ? f.iters
+                        : static_cast<int>(std::clamp<int64_t>(
+                              (int64_t{1} << 30) / transfer_bytes, 100, 20000));
   uint64_t id = 1;
-  for (int i = 0; i < f.warmup; ++i) {
-    RETURN_IF_ERROR(engine->Transfer(peer, id++, list, kTimeout));
-  }
-  auto start = Clock::now();
-  for (int i = 0; i < f.iters; ++i) {
-    RETURN_IF_ERROR(engine->Transfer(peer, id++, list, kTimeout));
-  }
-  double secs = std::chrono::duration<double>(Clock::now() - start).count();
-  r.gbps = static_cast<double>(block_bytes) * f.blocks * f.iters / secs / 1e9;
-  r.us_per_transfer = secs * 1e6 / f.iters;
-  // Per-request overhead: one block, everything else the same.
+  // The first transfer to the peer: store look-up, endpoint, rkey unpack.
   std::vector<comm::BlockCopy> one = {{0, 0}};
-  const int n = std::max(50, f.iters);
+  RETURN_IF_ERROR(engine->Transfer(peer, id++, one, kTimeout));
+  r.cold = engine->Stats();
+  RETURN_IF_ERROR(RunWindow(*engine, peer, list, f.warmup, f.window, &id));
+  auto start = Clock::now();
+  RETURN_IF_ERROR(RunWindow(*engine, peer, list, r.iters, f.window, &id));
+  double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  r.gbps = static_cast<double>(transfer_bytes) * r.iters / secs / 1e9;
+  r.us_per_transfer = secs * 1e6 / r.iters;
+  // Round trip of one 1-block transfer, nothing else in flight.
+  const int n = 200;
   for (int i = 0; i < 10; ++i) {
     RETURN_IF_ERROR(engine->Transfer(peer, id++, one, kTimeout));
   }
@@ -143,7 +182,8 @@ absl::StatusOr<SenderResult> RunSender(comm::Store* store, int rank, int peer,
     RETURN_IF_ERROR(engine->Transfer(peer, id++, one, kTimeout));
   }
   secs = std::chrono::duration<double>(Clock::now() - start).count();
-  r.setup_us = secs * 1e6 / n;
+  r.round_trip_us = secs * 1e6 / n;
+  r.all = engine->Stats();
   RETURN_IF_ERROR(engine->SendControl(peer, "stop", kTimeout));
   return r;
 }
@@ -153,12 +193,17 @@ int FreePort() {
   return server.ok() ? (*server)->port() : 13337;
 }
 
-// ucx_perftest ucp_put_bw at `bytes` on loopback (server + client pair);
-// returns GB/s (1e9 bytes/s), or an error when it is not installed.
-absl::StatusOr<double> RunPerftest(int64_t bytes, int iters) {
+// ucx_perftest ucp_put_bw at `bytes` on loopback (server + client pair),
+// at most `outstanding` puts in flight; returns GB/s (1e9 bytes/s), or an
+// error when it is not installed.
+absl::StatusOr<double> RunPerftest(int64_t bytes, int outstanding) {
   const int port = FreePort();
+  // ~2 GiB of puts (at least 1000), a tenth of that to warm up.
+  const int64_t iters =
+      std::clamp<int64_t>((int64_t{2} << 30) / bytes, 1000, 200000);
   const std::string common =
-      fmt::format("-t ucp_put_bw -s {} -n {} -p {}", bytes, iters, port);
+      fmt::format("-t ucp_put_bw -s {} -n {} -w {} -O {} -p {}", bytes, iters,
+                  std::max<int64_t>(10, iters / 10), outstanding, port);
   pid_t server = ::fork();
   if (server == 0) {
     const std::string cmd = "exec ucx_perftest " + common + " >/dev/null 2>&1";
@@ -243,30 +288,45 @@ absl::Status RunBench(const KvFlags& f, int* exit_code) {
   }
   RETURN_IF_ERROR(result.status());
   const SenderResult& r = *result;
-  std::printf(
-      "kv-transfer: %.2f GB/s, %.1f us per transfer (%ld blocks x %ld B, %ld "
-      "put(s) per transfer, UCX_TLS=%s, %s pool)\n",
-      r.gbps, r.us_per_transfer, static_cast<long>(f.blocks),
-      static_cast<long>(block_bytes), static_cast<long>(r.puts), tls.c_str(),
-      f.malloc_pool ? "malloc" : "UCX-allocated");
-  std::printf(
-      "set-up: %.1f us per request (1-block transfer: put, flush, notify, "
-      "ack)\n",
-      r.setup_us);
+  // The same message size as one of our puts, the same number in flight.
+  const int64_t put_bytes = block_bytes * f.blocks / r.puts;
+  std::string vs;
   if (f.perftest && world.world_size == 1) {
-    // The same message size as one of our puts.
-    const int64_t put_bytes = block_bytes * f.blocks / r.puts;
-    auto pt = RunPerftest(put_bytes, f.iters);
+    auto pt = RunPerftest(put_bytes, f.window);
     if (pt.ok()) {
-      std::printf(
-          "ucx_perftest put_bw: %.2f GB/s at %ld B (UCX_TLS=%s); ratio "
-          "kv-transfer/perftest = %.2f\n",
-          *pt, static_cast<long>(put_bytes), tls.c_str(), r.gbps / *pt);
+      vs = fmt::format(" ({:.2f}x ucx_perftest ucp_put_bw {:.2f} GB/s, {}, {})",
+                       r.gbps / *pt, *pt, tls, HumanBytes(put_bytes));
     } else {
-      std::printf("ucx_perftest: %s\n",
-                  std::string(pt.status().message()).c_str());
+      vs = fmt::format(" (ucx_perftest: {})",
+                       std::string(pt.status().message()));
     }
   }
+  std::printf("kv-transfer: %.2f GB/s, %.1f us per transfer%s\n", r.gbps,
+              r.us_per_transfer, vs.c_str());
+  std::printf(
+      "  %d transfers of %ld blocks x %s, %ld put(s) of %s each, %d in "
+      "flight, UCX_TLS=%s, %s pool\n",
+      r.iters, static_cast<long>(f.blocks), HumanBytes(block_bytes).c_str(),
+      static_cast<long>(r.puts), HumanBytes(put_bytes).c_str(), f.window,
+      tls.c_str(),
+      f.staged        ? "staged (bounce buffer)"
+      : f.malloc_pool ? "malloc"
+                      : "UCX-allocated");
+  const auto us = [](std::chrono::nanoseconds ns, int64_t n) {
+    return n > 0 ? static_cast<double>(ns.count()) / 1e3 / n : 0.0;
+  };
+  const int64_t warm = r.all.warm_transfers - r.cold.warm_transfers;
+  std::printf(
+      "set-up: %.1f us per request (call to first put posted, cached "
+      "endpoint + rkey, mean of %ld); first transfer to the peer %.1f us "
+      "(incl. endpoint + rkey set-up %.1f us)\n",
+      us(r.all.warm_setup - r.cold.warm_setup, warm), static_cast<long>(warm),
+      us(r.cold.cold_setup, r.cold.cold_transfers),
+      us(r.cold.connect_time, r.cold.connects));
+  std::printf(
+      "round trip: %.1f us (1-block transfer alone: put, flush, notify, "
+      "ack)\n",
+      r.round_trip_us);
   std::fflush(stdout);
   return absl::OkStatus();
 }
@@ -281,8 +341,13 @@ void AddBenchKvTransferCommand(CLI::App& app, int* exit_code) {
                   "Bytes per KV block (e.g. 64K)");
   sub->add_option("--blocks", f->blocks, "Blocks per transfer")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
-  sub->add_option("--iters", f->iters, "Timed transfers")
+  sub->add_option("--iters", f->iters,
+                  "Timed transfers (default: ~1 GiB worth, at least 100)")
       ->check(CLI::Range(1, 1000000));
+  sub->add_option("--window", f->window,
+                  "Transfers in flight (PostTransfer/WaitTransfer); also "
+                  "ucx_perftest's -O")
+      ->check(CLI::Range(1, 4096));
   sub->add_option("--warmup", f->warmup, "Untimed transfers")
       ->check(CLI::Range(0, 1000000));
   sub->add_option("--peer-rank", f->peer_rank,
@@ -295,6 +360,9 @@ void AddBenchKvTransferCommand(CLI::App& app, int* exit_code) {
   sub->add_flag("--malloc-pool", f->malloc_pool,
                 "Register malloc'ed pools (RegisterPool) instead of letting "
                 "UCX allocate them (AllocatePool)");
+  sub->add_flag("--staged", f->staged,
+                "Send through the staging (bounce) buffer, the path of CUDA "
+                "pools without UCX CUDA support");
   sub->add_flag("!--no-perftest", f->perftest, "Skip the ucx_perftest run");
   AddCommFlags(sub, &f->comm);
   sub->final_callback([f, exit_code] {
