@@ -34,13 +34,14 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Active message ids.
-constexpr uint16_t kAmDone = 1;     // Sender → receiver: transfer landed.
-constexpr uint16_t kAmAck = 2;      // Receiver → sender: got it.
+constexpr uint16_t kAmDone = 1;     // Sender → receiver: transfers landed.
+constexpr uint16_t kAmAck = 2;      // Receiver → sender: got them.
 constexpr uint16_t kAmControl = 3;  // Either way: control message.
 
-// Header of every active message. The receiver echoes a kAmDone header back
-// in its kAmAck, so the sender finds the transfer by slot (no map look-up)
-// and the generation rejects acks of an earlier use of the slot.
+// One transfer in a kAmDone batch (and the header of control messages).
+// The receiver echoes the entries back in its kAmAck, so the sender finds
+// each transfer by slot (no map look-up) and the generation rejects acks of
+// an earlier use of the slot.
 struct AmHeader {
   uint64_t request_id;
   uint32_t slot;
@@ -48,6 +49,17 @@ struct AmHeader {
   int32_t sender;
   int32_t pad;
 };
+
+// Header of kAmDone / kAmAck; the payload is `count` AmHeader entries.
+// Notifications are self-clocked per peer: while a batch is unacknowledged,
+// transfers whose puts landed wait, and the next batch carries all of them.
+// An isolated transfer is notified at once; under load one round trip (one
+// wake-up of each side) covers many transfers.
+struct BatchHeader {
+  int32_t sender;
+  uint32_t count;
+};
+constexpr uint32_t kMaxBatch = 128;  // 3 KiB of entries: always eager.
 
 // What a rank publishes about its pool.
 struct PoolInfo {
@@ -66,14 +78,14 @@ std::string UcsError(ucs_status_t s) { return ucs_status_string(s); }
 class UcxEngine;
 struct Op;
 
-// User data of UCX requests. Embedded in Op / AckSlot: no allocation per
+// User data of UCX requests. Embedded in Op / MsgSlot: no allocation per
 // request.
-struct AckSlot;
+struct MsgSlot;
 struct ReqCtx {
-  enum Kind { kPut, kFlush, kAm, kAck };
+  enum Kind { kPut, kFlush, kAm, kMsg };
   UcxEngine* engine = nullptr;
   Op* op = nullptr;        // kPut, kFlush, kAm.
-  AckSlot* ack = nullptr;  // kAck.
+  MsgSlot* msg = nullptr;  // kMsg.
   Kind kind = kPut;
   int peer = -1;
 };
@@ -132,10 +144,14 @@ struct Op {
   bool finished() const { return done.load(); }
 };
 
-// An acknowledgement in flight (its header must outlive the send).
-struct AckSlot {
-  AmHeader header{};
+// A kAmDone or kAmAck batch in flight (its buffers must outlive the send);
+// reused from a free list.
+struct MsgSlot {
+  BatchHeader header{};
+  std::vector<AmHeader> entries;
   ReqCtx ctx;
+  ucp_ep_h reply_ep = nullptr;  // Acks: where to send.
+  bool is_done = false;         // A kAmDone batch (else an ack).
 };
 
 struct Peer {
@@ -144,6 +160,9 @@ struct Peer {
   PoolInfo pool{};
   bool failed = false;
   bool peer_failure_detection = true;  // Error mode PEER (force close ok).
+  // Transfers whose puts landed, waiting for the next kAmDone batch.
+  std::vector<AmHeader> done_ready;
+  bool done_in_flight = false;  // A batch is unacknowledged.
 };
 
 class UcxEngine final : public KvTransferEngine {
@@ -159,6 +178,7 @@ class UcxEngine final : public KvTransferEngine {
     batch_.reserve(1024);
     live_ops_.reserve(1024);
     pending_acks_.reserve(1024);
+    ready_peers_.reserve(64);
   }
 
   ~UcxEngine() override {
@@ -483,8 +503,13 @@ class UcxEngine final : public KvTransferEngine {
   void OnRequestDone(ReqCtx* ctx, ucs_status_t status) {
     --outstanding_requests_;
     --outstanding_by_peer_[ctx->peer];
-    if (ctx->kind == ReqCtx::kAck) {
-      free_acks_.push_back(ctx->ack);
+    if (ctx->kind == ReqCtx::kMsg) {
+      if (status != UCS_OK && ctx->msg->is_done) {
+        FinishEntries(ctx->msg->entries, absl::UnavailableError(fmt::format(
+                                             "rank {} unreachable: {}",
+                                             ctx->peer, UcsError(status))));
+      }
+      free_msgs_.push_back(ctx->msg);
       return;
     }
     Op& op = *ctx->op;
@@ -640,34 +665,94 @@ class UcxEngine final : public KvTransferEngine {
   }
 
   // --- Receiver side AM handlers (progress thread) ---
-  ucs_status_t OnDoneAm(const void* header, size_t header_length, void*, size_t,
-                        const ucp_am_recv_param_t* param) {
-    if (header_length != sizeof(AmHeader)) return UCS_OK;  // Malformed.
-    AmHeader h;
-    std::memcpy(&h, header, sizeof(h));
-    if (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) {
-      pending_acks_.push_back({param->reply_ep, h});
+  // The batch's entries, or nullptr if malformed.
+  static const AmHeader* ParseBatch(const void* header, size_t header_length,
+                                    const void* data, size_t length,
+                                    const ucp_am_recv_param_t* param,
+                                    BatchHeader* h) {
+    if (header_length != sizeof(BatchHeader) ||
+        (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
+      return nullptr;
     }
+    std::memcpy(h, header, sizeof(*h));
+    if (h->count == 0 || h->count > kMaxBatch ||
+        length != h->count * sizeof(AmHeader)) {
+      return nullptr;
+    }
+    return static_cast<const AmHeader*>(data);
+  }
+
+  MsgSlot* GetMsgSlot() {
+    if (free_msgs_.empty()) {
+      msgs_.push_back(std::make_unique<MsgSlot>());
+      msgs_.back()->entries.reserve(kMaxBatch);
+      return msgs_.back().get();
+    }
+    MsgSlot* m = free_msgs_.back();
+    free_msgs_.pop_back();
+    return m;
+  }
+
+  ucs_status_t OnDoneAm(const void* header, size_t header_length, void* data,
+                        size_t length, const ucp_am_recv_param_t* param) {
+    BatchHeader h;
+    const AmHeader* e =
+        ParseBatch(header, header_length, data, length, param, &h);
+    if (e == nullptr) return UCS_OK;  // Malformed: dropped.
     {
       std::lock_guard lock(rx_mu_);
-      completions_.push_back({h.sender, h.request_id});
+      for (uint32_t i = 0; i < h.count; ++i) {
+        AmHeader entry;
+        std::memcpy(&entry, e + i, sizeof(entry));
+        completions_.push_back({h.sender, entry.request_id});
+      }
     }
     rx_cv_.notify_all();
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) {
+      // Echo the entries back (sent after this progress pass).
+      MsgSlot* ack = GetMsgSlot();
+      ack->is_done = false;
+      ack->reply_ep = param->reply_ep;
+      ack->header = {rank_, h.count};
+      ack->entries.resize(h.count);
+      std::memcpy(ack->entries.data(), e, h.count * sizeof(AmHeader));
+      ack->ctx = {this, nullptr, ack, ReqCtx::kMsg, h.sender};
+      pending_acks_.push_back(ack);
+    }
     return UCS_OK;
   }
 
-  ucs_status_t OnAckAm(const void* header, size_t header_length, void*, size_t,
-                       const ucp_am_recv_param_t*) {
-    if (header_length != sizeof(AmHeader)) return UCS_OK;
-    AmHeader h;
-    std::memcpy(&h, header, sizeof(h));
-    if (h.slot >= kMaxOps) return UCS_OK;
-    Op* op = ops_[h.slot].load();
+  // Finishes the transfers named by `entries` that are still ours.
+  void FinishEntries(const std::vector<AmHeader>& entries,
+                     const absl::Status& status) {
+    for (const AmHeader& e : entries) FinishEntry(e, status);
+  }
+  void FinishEntry(const AmHeader& e, const absl::Status& status) {
+    if (e.slot >= kMaxOps) return;
+    Op* op = ops_[e.slot].load();
     // While worker_owned the slot cannot be reused, so its fields are
     // stable; a late ack of an earlier use has another generation.
-    if (op != nullptr && op->worker_owned && op->generation == h.generation &&
-        op->id == h.request_id && op->is_transfer) {
-      op->Finish(absl::OkStatus());
+    if (op != nullptr && op->worker_owned && op->generation == e.generation &&
+        op->id == e.request_id && op->is_transfer) {
+      op->Finish(status);
+    }
+  }
+
+  ucs_status_t OnAckAm(const void* header, size_t header_length, void* data,
+                       size_t length, const ucp_am_recv_param_t* param) {
+    BatchHeader h;
+    const AmHeader* e =
+        ParseBatch(header, header_length, data, length, param, &h);
+    if (e == nullptr) return UCS_OK;
+    for (uint32_t i = 0; i < h.count; ++i) {
+      AmHeader entry;
+      std::memcpy(&entry, e + i, sizeof(entry));
+      FinishEntry(entry, absl::OkStatus());
+    }
+    auto it = peers_.find(h.sender);
+    if (it != peers_.end()) {
+      it->second.done_in_flight = false;
+      if (!it->second.done_ready.empty()) ready_peers_.push_back(h.sender);
     }
     return UCS_OK;
   }
@@ -744,6 +829,7 @@ class UcxEngine final : public KvTransferEngine {
       while (ucp_worker_progress(worker_) != 0) busy = true;
       busy |= RunCommands();
       busy |= SendPendingAcks();
+      busy |= SendDoneBatches();
       busy |= ProcessFailures();
       busy |= CheckDeadlines();
       busy |= PumpStaging();
@@ -800,30 +886,79 @@ class UcxEngine final : public KvTransferEngine {
 
   bool SendPendingAcks() {
     if (pending_acks_.empty()) return false;
-    for (auto& [ep, h] : pending_acks_) {
-      AckSlot* ack = nullptr;
-      if (!free_acks_.empty()) {
-        ack = free_acks_.back();
-        free_acks_.pop_back();
-      } else {
-        acks_.push_back(std::make_unique<AckSlot>());
-        ack = acks_.back().get();
-      }
-      ack->header = h;
-      ack->header.sender = rank_;
-      ack->ctx = {this, nullptr, ack, ReqCtx::kAck, h.sender};
+    for (MsgSlot* ack : pending_acks_) {
       ucp_request_param_t rp = Params(&ack->ctx, UCP_OP_ATTR_FIELD_FLAGS);
       rp.flags = UCP_AM_SEND_FLAG_EAGER;
       ucs_status_ptr_t req = ucp_am_send_nbx(
-          ep, kAmAck, &ack->header, sizeof(ack->header), nullptr, 0, &rp);
+          ack->reply_ep, kAmAck, &ack->header, sizeof(ack->header),
+          ack->entries.data(), ack->entries.size() * sizeof(AmHeader), &rp);
       if (UCS_PTR_IS_PTR(req)) {
         ++outstanding_requests_;
-        ++outstanding_by_peer_[h.sender];
+        ++outstanding_by_peer_[ack->ctx.peer];
       } else {
-        free_acks_.push_back(ack);  // Sent (or failed: the sender times out).
+        free_msgs_.push_back(ack);  // Sent (or failed: the sender times out).
       }
     }
     pending_acks_.clear();
+    return true;
+  }
+
+  // Transfers whose puts landed: queued for their peer's next batch.
+  void QueueDone(Op* op) {
+    if (op->finished()) return;
+    auto it = peers_.find(op->peer);
+    if (it == peers_.end() || it->second.ep == nullptr) {
+      op->Finish(absl::UnavailableError(
+          fmt::format("rank {} lost before completion", op->peer)));
+      return;
+    }
+    Peer& p = it->second;
+    if (p.done_ready.empty() && !p.done_in_flight) {
+      ready_peers_.push_back(op->peer);
+    }
+    p.done_ready.push_back(
+        AmHeader{op->id, op->slot, op->generation, rank_, 0});
+  }
+
+  // One kAmDone batch to every ready peer with none unacknowledged.
+  bool SendDoneBatches() {
+    if (ready_peers_.empty()) return false;
+    for (int rank : ready_peers_) {
+      auto it = peers_.find(rank);
+      if (it == peers_.end()) continue;
+      Peer& p = it->second;
+      if (p.done_in_flight || p.done_ready.empty() || p.ep == nullptr) {
+        continue;
+      }
+      MsgSlot* m = GetMsgSlot();
+      const size_t n = std::min<size_t>(p.done_ready.size(), kMaxBatch);
+      m->is_done = true;
+      m->header = {rank_, static_cast<uint32_t>(n)};
+      m->entries.assign(p.done_ready.begin(), p.done_ready.begin() + n);
+      p.done_ready.erase(p.done_ready.begin(), p.done_ready.begin() + n);
+      m->ctx = {this, nullptr, m, ReqCtx::kMsg, rank};
+      ucp_request_param_t rp = Params(&m->ctx, UCP_OP_ATTR_FIELD_FLAGS);
+      rp.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
+      ucs_status_ptr_t req =
+          ucp_am_send_nbx(p.ep, kAmDone, &m->header, sizeof(m->header),
+                          m->entries.data(), n * sizeof(AmHeader), &rp);
+      if (UCS_PTR_IS_ERR(req)) {
+        FinishEntries(m->entries,
+                      absl::UnavailableError(fmt::format(
+                          "completion message to rank {} failed: {}", rank,
+                          UcsError(UCS_PTR_STATUS(req)))));
+        free_msgs_.push_back(m);
+        continue;
+      }
+      p.done_in_flight = true;
+      if (UCS_PTR_IS_PTR(req)) {
+        ++outstanding_requests_;
+        ++outstanding_by_peer_[rank];
+      } else {
+        free_msgs_.push_back(m);
+      }
+    }
+    ready_peers_.clear();
     return true;
   }
 
@@ -993,7 +1128,7 @@ class UcxEngine final : public KvTransferEngine {
       if (op->in_staging) {
         chunk_in_flight_ = false;  // PumpStaging goes on.
       } else if (status == UCS_OK) {
-        SendDone(op);
+        QueueDone(op);
       }
     }
     if (ctx->kind == ReqCtx::kAm && !op->is_transfer && status == UCS_OK) {
@@ -1109,7 +1244,7 @@ class UcxEngine final : public KvTransferEngine {
       if (op->finished() || op->next_run >= op->runs.size()) {
         staged_queue_.pop_front();
         op->in_staging = false;
-        if (!op->finished()) SendDone(op);
+        if (!op->finished()) QueueDone(op);
         continue;
       }
       StartStagedChunk(op);
@@ -1166,22 +1301,6 @@ class UcxEngine final : public KvTransferEngine {
     }
   }
 
-  void SendDone(Op* op) {
-    if (op->finished()) return;
-    auto it = peers_.find(op->peer);
-    if (it == peers_.end() || it->second.ep == nullptr) {
-      op->Finish(absl::UnavailableError(
-          fmt::format("rank {} lost before completion", op->peer)));
-      return;
-    }
-    op->header = AmHeader{op->id, op->slot, op->generation, rank_, 0};
-    ucp_request_param_t rp = Params(&op->am_ctx, UCP_OP_ATTR_FIELD_FLAGS);
-    rp.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
-    Track(ucp_am_send_nbx(it->second.ep, kAmDone, &op->header,
-                          sizeof(op->header), nullptr, 0, &rp),
-          &op->am_ctx, "completion message");
-  }
-
   void StartControl(Op* op) {
     live_ops_.push_back(op);
     op->worker_owned = true;
@@ -1213,7 +1332,9 @@ class UcxEngine final : public KvTransferEngine {
     }
     for (Op* op : staged_queue_) op->in_staging = false;
     staged_queue_.clear();
+    for (MsgSlot* m : pending_acks_) free_msgs_.push_back(m);
     pending_acks_.clear();
+    ready_peers_.clear();
     std::vector<int> ranks;
     for (auto& [r, p] : peers_) ranks.push_back(r);
     for (int r : ranks) ClosePeer(r, /*force=*/outstanding_by_peer_[r] > 0);
@@ -1283,9 +1404,10 @@ class UcxEngine final : public KvTransferEngine {
   std::deque<Op*> staged_queue_;
   bool chunk_in_flight_ = false;
   std::vector<int> lost_;
-  std::vector<std::pair<ucp_ep_h, AmHeader>> pending_acks_;
-  std::vector<std::unique_ptr<AckSlot>> acks_;
-  std::vector<AckSlot*> free_acks_;
+  std::vector<MsgSlot*> pending_acks_;
+  std::vector<int> ready_peers_;  // May hold duplicates; checked on send.
+  std::vector<std::unique_ptr<MsgSlot>> msgs_;
+  std::vector<MsgSlot*> free_msgs_;
   std::vector<ucs_status_ptr_t> closing_;
   std::vector<std::unique_ptr<ErrArg>> err_args_;
   std::vector<std::unique_ptr<void, void (*)(void*)>> thunks_;
