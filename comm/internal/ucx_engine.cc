@@ -727,6 +727,14 @@ class UcxEngine final : public KvTransferEngine {
                      const absl::Status& status) {
     for (const AmHeader& e : entries) FinishEntry(e, status);
   }
+  // Whether the entry names one of our transfers still in flight.
+  bool IsLive(const AmHeader& e) const {
+    if (e.slot >= kMaxOps) return false;
+    const Op* op = ops_[e.slot].load();
+    return op != nullptr && op->worker_owned &&
+           op->generation == e.generation && op->id == e.request_id &&
+           op->is_transfer && !op->finished();
+  }
   void FinishEntry(const AmHeader& e, const absl::Status& status) {
     if (e.slot >= kMaxOps) return;
     Op* op = ops_[e.slot].load();
@@ -930,12 +938,24 @@ class UcxEngine final : public KvTransferEngine {
       if (p.done_in_flight || p.done_ready.empty() || p.ep == nullptr) {
         continue;
       }
+      // Transfers cancelled (or timed out) meanwhile are not announced.
       MsgSlot* m = GetMsgSlot();
-      const size_t n = std::min<size_t>(p.done_ready.size(), kMaxBatch);
+      m->entries.clear();
+      size_t taken = 0;
+      for (; taken < p.done_ready.size() && m->entries.size() < kMaxBatch;
+           ++taken) {
+        if (IsLive(p.done_ready[taken])) {
+          m->entries.push_back(p.done_ready[taken]);
+        }
+      }
+      p.done_ready.erase(p.done_ready.begin(), p.done_ready.begin() + taken);
+      const size_t n = m->entries.size();
+      if (n == 0) {
+        free_msgs_.push_back(m);
+        continue;
+      }
       m->is_done = true;
       m->header = {rank_, static_cast<uint32_t>(n)};
-      m->entries.assign(p.done_ready.begin(), p.done_ready.begin() + n);
-      p.done_ready.erase(p.done_ready.begin(), p.done_ready.begin() + n);
       m->ctx = {this, nullptr, m, ReqCtx::kMsg, rank};
       ucp_request_param_t rp = Params(&m->ctx, UCP_OP_ATTR_FIELD_FLAGS);
       rp.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
@@ -1203,9 +1223,11 @@ class UcxEngine final : public KvTransferEngine {
       char* src = reinterpret_cast<char*>(pool_.base) + r.src_block * bb;
       const uint64_t dst =
           p.pool.base + static_cast<uint64_t>(r.dst_block * bb);
+      // Set-up ends as the first put is posted (on shm the put itself is
+      // the copy).
+      if (puts++ == 0) RecordSetup(*op, cold, connect);
       ucs_status_ptr_t req = ucp_put_nbx(
           p.ep, src, static_cast<size_t>(r.count * bb), dst, p.rkey, &rp);
-      if (puts++ == 0) RecordSetup(*op, cold, connect);
       if (!Track(req, &op->put_ctx, "put")) return;
     }
     {
