@@ -483,7 +483,8 @@ class UcxEngine final : public KvTransferEngine {
   absl::StatusOr<ControlMessage> WaitControl(
       std::chrono::milliseconds timeout) override {
     std::unique_lock lock(rx_mu_);
-    if (!rx_cv_.wait_for(lock, timeout, [&] { return !controls_.empty(); })) {
+    if (!control_cv_.wait_for(lock, timeout,
+                              [&] { return !controls_.empty(); })) {
       return absl::DeadlineExceededError(fmt::format(
           "no control message arrived within {} ms", timeout.count()));
     }
@@ -778,7 +779,7 @@ class UcxEngine final : public KvTransferEngine {
       controls_.push_back(
           {h.sender, std::string(static_cast<const char*>(data), length)});
     }
-    rx_cv_.notify_all();
+    control_cv_.notify_all();
     return UCS_OK;
   }
 
@@ -1446,7 +1447,10 @@ class UcxEngine final : public KvTransferEngine {
   std::mutex peers_mu_;
   std::map<int, std::shared_ptr<const PeerInfo>> peer_info_;
   std::mutex rx_mu_;
+  // Separate, so that a thread waiting for control messages is not woken
+  // by every completion (and vice versa).
   std::condition_variable rx_cv_;
+  std::condition_variable control_cv_;
   std::deque<TransferCompletion> completions_;
   std::deque<ControlMessage> controls_;
   mutable std::mutex stats_mu_;

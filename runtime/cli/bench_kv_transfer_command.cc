@@ -37,7 +37,7 @@ struct KvFlags {
   CommFlags comm;
   std::string block_bytes = "64K";
   int64_t blocks = 64;
-  int iters = 0;  // 0: enough transfers for ~1 GiB (at least 100).
+  int iters = 0;  // 0: as many as fit in a second (at least 100).
   int warmup = 20;
   int window = 16;
   bool staged = false;
@@ -103,23 +103,27 @@ struct SenderResult {
   comm::KvTransferStats all;     // At the end.
 };
 
-// `n` transfers of `list`, at most `window` in flight (the oldest is waited
-// for before the next is posted).
-absl::Status RunWindow(comm::KvTransferEngine& engine, int peer,
-                       std::span<const comm::BlockCopy> list, int n, int window,
-                       uint64_t* next_id) {
+// Up to `n` transfers of `list`, at most `window` in flight (the oldest is
+// waited for before the next is posted), stopping early at `until`; returns
+// how many ran.
+absl::StatusOr<int> RunWindow(comm::KvTransferEngine& engine, int peer,
+                              std::span<const comm::BlockCopy> list, int n,
+                              int window, Clock::time_point until,
+                              uint64_t* next_id) {
   const uint64_t first = *next_id;
-  for (int i = 0; i < n; ++i) {
-    if (i >= window) {
-      RETURN_IF_ERROR(engine.WaitTransfer(first + i - window));
+  int posted = 0;
+  for (; posted < n; ++posted) {
+    if (posted % 64 == 0 && posted > 0 && Clock::now() >= until) break;
+    if (posted >= window) {
+      RETURN_IF_ERROR(engine.WaitTransfer(first + posted - window));
     }
-    RETURN_IF_ERROR(engine.PostTransfer(peer, first + i, list, kTimeout));
+    RETURN_IF_ERROR(engine.PostTransfer(peer, first + posted, list, kTimeout));
   }
-  for (int i = std::max(0, n - window); i < n; ++i) {
+  for (int i = std::max(0, posted - window); i < posted; ++i) {
     RETURN_IF_ERROR(engine.WaitTransfer(first + i));
   }
-  *next_id = first + n;
-  return absl::OkStatus();
+  *next_id = first + posted;
+  return posted;
 }
 
 absl::StatusOr<SenderResult> RunSender(comm::Store* store, int rank, int peer,
@@ -153,22 +157,32 @@ absl::StatusOr<SenderResult> RunSender(comm::Store* store, int rank, int peer,
     r.puts = f.blocks;
   }
   const int64_t transfer_bytes = block_bytes * f.blocks;
-  r.iters = f.iters > 0 ? f.iters
-                        : static_cast<int>(std::clamp<int64_t>(
-                              (int64_t{1} << 30) / transfer_bytes, 100, 20000));
   uint64_t id = 1;
   // The first transfer to the peer: store look-up, endpoint, rkey unpack.
   std::vector<comm::BlockCopy> one = {{0, 0}};
   RETURN_IF_ERROR(engine->Transfer(peer, id++, one, kTimeout));
   r.cold = engine->Stats();
-  RETURN_IF_ERROR(RunWindow(*engine, peer, list, f.warmup, f.window, &id));
+  const auto forever = Clock::time_point::max();
+  RETURN_IF_ERROR(
+      RunWindow(*engine, peer, list, f.warmup, f.window, forever, &id)
+          .status());
+  // --iters, or as many as fit in a second (at least 100).
   auto start = Clock::now();
-  RETURN_IF_ERROR(RunWindow(*engine, peer, list, r.iters, f.window, &id));
+  const int n = f.iters > 0 ? f.iters : 1 << 30;
+  ASSIGN_OR_RETURN(int done_first,
+                   RunWindow(*engine, peer, list, f.iters > 0 ? n : 100,
+                             f.window, forever, &id));
+  r.iters = done_first;
+  if (f.iters == 0) {
+    ASSIGN_OR_RETURN(int more, RunWindow(*engine, peer, list, n, f.window,
+                                         start + std::chrono::seconds(1), &id));
+    r.iters += more;
+  }
   double secs = std::chrono::duration<double>(Clock::now() - start).count();
   r.gbps = static_cast<double>(transfer_bytes) * r.iters / secs / 1e9;
   r.us_per_transfer = secs * 1e6 / r.iters;
   // Round trip of one 1-block transfer, nothing else in flight.
-  const int n = 200;
+  const int rounds = 200;
   for (int i = 0; i < 10; ++i) {
     RETURN_IF_ERROR(engine->Transfer(peer, id++, one, kTimeout));
   }
@@ -176,11 +190,11 @@ absl::StatusOr<SenderResult> RunSender(comm::Store* store, int rank, int peer,
   // behind the ones before it.
   r.serial = engine->Stats();
   start = Clock::now();
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; i < rounds; ++i) {
     RETURN_IF_ERROR(engine->Transfer(peer, id++, one, kTimeout));
   }
   secs = std::chrono::duration<double>(Clock::now() - start).count();
-  r.round_trip_us = secs * 1e6 / n;
+  r.round_trip_us = secs * 1e6 / rounds;
   r.all = engine->Stats();
   RETURN_IF_ERROR(engine->SendControl(peer, "stop", kTimeout));
   return r;
@@ -194,11 +208,12 @@ int FreePort() {
 // ucx_perftest ucp_put_bw at `bytes` on loopback (server + client pair),
 // at most `outstanding` puts in flight; returns GB/s (1e9 bytes/s), or an
 // error when it is not installed.
-absl::StatusOr<double> RunPerftest(int64_t bytes, int outstanding) {
+absl::StatusOr<double> RunPerftest(int64_t bytes, int outstanding,
+                                   int64_t total_bytes) {
   const int port = FreePort();
-  // ~1 GiB of puts (at least 200), a tenth of that to warm up.
-  const int64_t iters =
-      std::clamp<int64_t>((int64_t{1} << 30) / bytes, 200, 100000);
+  // As many bytes as our run moved (at least 200 puts), a tenth of that to
+  // warm up.
+  const int64_t iters = std::clamp<int64_t>(total_bytes / bytes, 200, 4000000);
   const std::string common =
       fmt::format("-t ucp_put_bw -s {} -n {} -w {} -O {} -p {}", bytes, iters,
                   std::max<int64_t>(10, iters / 10), outstanding, port);
@@ -296,10 +311,11 @@ absl::Status RunBench(const KvFlags& f, int* exit_code) {
     // also runs with -O 1 and the better of the two is the baseline.
     const int ours = static_cast<int>(
         std::min<int64_t>(int64_t{f.window} * r.puts, 1 << 16));
-    absl::StatusOr<double> pt = RunPerftest(put_bytes, ours);
+    const int64_t total = block_bytes * f.blocks * r.iters;
+    absl::StatusOr<double> pt = RunPerftest(put_bytes, ours, total);
     int best_o = ours;
     if (ours > 1) {
-      absl::StatusOr<double> one = RunPerftest(put_bytes, 1);
+      absl::StatusOr<double> one = RunPerftest(put_bytes, 1, total);
       if (one.ok() && (!pt.ok() || *one > *pt)) {
         perftest_note = fmt::format(
             "ucx_perftest: -O {} {:.2f} GB/s, -O 1 {:.2f} GB/s (baseline)",
@@ -365,7 +381,8 @@ void AddBenchKvTransferCommand(CLI::App& app, int* exit_code) {
   sub->add_option("--blocks", f->blocks, "Blocks per transfer")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   sub->add_option("--iters", f->iters,
-                  "Timed transfers (default: ~1 GiB worth, at least 100)")
+                  "Timed transfers (default: as many as fit in 1 s, at least "
+                  "100)")
       ->check(CLI::Range(1, 1000000));
   sub->add_option("--window", f->window,
                   "Transfers in flight (PostTransfer/WaitTransfer); also "
