@@ -81,6 +81,7 @@ struct KvTransferStats {
   int64_t transfers = 0;      // Transfers whose puts were posted.
   int64_t puts = 0;           // ucp_put_nbx calls (after coalescing).
   int64_t staged_chunks = 0;  // Chunks copied through the staging buffer.
+  int64_t notifications = 0;  // Completion batches sent (transfers/batch).
   // Set-up = PostTransfer call to its first put posted. "Cold" transfers
   // were the first to their peer (store look-up, endpoint, rkey unpack);
   // "warm" ones reused the cached endpoint and unpacked rkey.

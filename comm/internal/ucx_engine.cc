@@ -972,6 +972,10 @@ class UcxEngine final : public KvTransferEngine {
         continue;
       }
       p.done_in_flight = true;
+      {
+        std::lock_guard lock(stats_mu_);
+        ++stats_.notifications;
+      }
       if (UCS_PTR_IS_PTR(req)) {
         ++outstanding_requests_;
         ++outstanding_by_peer_[rank];
@@ -1245,15 +1249,21 @@ class UcxEngine final : public KvTransferEngine {
   // engine; transfers queue behind each other. ---
 
   // Copies `bytes` of the pool at `offset` into the staging buffer.
-  void PoolCopy(char* dst, int64_t offset, int64_t bytes) {
+  absl::Status PoolCopy(char* dst, int64_t offset, int64_t bytes) {
     const char* src = reinterpret_cast<const char*>(pool_.base) + offset;
 #if TESSERA_HAVE_CUDA
     if (pool_memory_ == PoolMemory::kCuda) {
-      cudaMemcpy(dst, src, static_cast<size_t>(bytes), cudaMemcpyDeviceToHost);
-      return;
+      const cudaError_t e = cudaMemcpy(dst, src, static_cast<size_t>(bytes),
+                                       cudaMemcpyDeviceToHost);
+      if (e != cudaSuccess) {
+        return absl::InternalError(fmt::format(
+            "staging copy of the KV pool failed: {}", cudaGetErrorString(e)));
+      }
+      return absl::OkStatus();
     }
 #endif
     std::memcpy(dst, src, static_cast<size_t>(bytes));
+    return absl::OkStatus();
   }
 
   // Moves the staged queue on while no chunk is in flight: the next chunk
@@ -1294,7 +1304,13 @@ class UcxEngine final : public KvTransferEngine {
       const int64_t n =
           std::min(r.count - op->next_run_done, staging_blocks_ - used);
       char* stage = staging_ + used * bb;
-      PoolCopy(stage, (r.src_block + op->next_run_done) * bb, n * bb);
+      absl::Status copied =
+          PoolCopy(stage, (r.src_block + op->next_run_done) * bb, n * bb);
+      if (!copied.ok()) {
+        // Flush what this chunk already posted before the buffer is reused.
+        op->Finish(std::move(copied));
+        break;
+      }
       const uint64_t dst =
           p.pool.base +
           static_cast<uint64_t>((r.dst_block + op->next_run_done) * bb);

@@ -365,6 +365,12 @@ absl::Status RunBench(const KvFlags& f, int* exit_code) {
       "round trip: %.1f us (1-block transfer alone: put, flush, notify, "
       "ack)\n",
       r.round_trip_us);
+  if (r.all.notifications > 0) {
+    std::printf(
+        "notification: %.1f transfers per completion message (batched while "
+        "one is unacknowledged)\n",
+        static_cast<double>(r.all.transfers) / r.all.notifications);
+  }
   if (!perftest_note.empty()) std::printf("%s\n", perftest_note.c_str());
   std::fflush(stdout);
   return absl::OkStatus();
