@@ -186,9 +186,12 @@ class UcxEngine final : public KvTransferEngine {
     stop_.store(true);
     Wake();
     if (thread_.joinable()) thread_.join();
+    // Registrations are released even when the worker is leaked: the
+    // requests stuck on it are sends to a dead shared-memory peer whose
+    // payloads are ours, and the worker never progresses again.
+    if (memh_ != nullptr) ucp_mem_unmap(context_, memh_);
+    if (staging_memh_ != nullptr) ucp_mem_unmap(context_, staging_memh_);
     if (!leak_worker_) {
-      if (memh_ != nullptr) ucp_mem_unmap(context_, memh_);
-      if (staging_memh_ != nullptr) ucp_mem_unmap(context_, staging_memh_);
       if (worker_ != nullptr) ucp_worker_destroy(worker_);
       if (context_ != nullptr) ucp_cleanup(context_);
     }
@@ -1395,9 +1398,9 @@ class UcxEngine final : public KvTransferEngine {
       // Destroying the worker now would crash inside UCX; leaking it at
       // process exit is the lesser evil.
       spdlog::warn(
-          "KV transfer engine: {} requests still pending at shutdown; "
-          "leaking the UCX worker",
-          outstanding_requests_ + static_cast<int>(closing_.size()));
+          "KV transfer engine: {} requests and {} endpoint closes still "
+          "pending at shutdown; leaking the UCX worker",
+          outstanding_requests_, closing_.size());
       leak_worker_ = true;
     }
     live_ops_.clear();
