@@ -39,7 +39,7 @@ struct KvFlags {
   int64_t blocks = 64;
   int iters = 0;  // 0: as many as fit in a second (at least 100).
   int warmup = 20;
-  int window = 16;
+  int window = 64;
   bool staged = false;
   int peer_rank = 1;
   std::string tls;
