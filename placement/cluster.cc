@@ -73,7 +73,9 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
                  "peak_tflops", "compute_efficiency", "memory_efficiency",
                  "link_efficiency", "layer_overhead_us", "reserved_memory_gb",
                  "memory_utilization", "intra_node_link", "inter_node_link",
-                 "compute_efficiency_by_dtype", "memory_efficiency_by_dtype"}));
+                 "compute_efficiency_by_dtype", "memory_efficiency_by_dtype",
+                 "serial_fraction", "attention_efficiency",
+                 "softmax_ns_per_score", "token_overhead_us"}));
   DeviceProfile p = base ? *base : DeviceProfile{};
   const bool req = base == nullptr;
   ASSIGN_OR_RETURN(p.kind, internal::GetString(j, where, "kind", p.kind, req));
@@ -129,12 +131,26 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
     }
   }
   ASSIGN_OR_RETURN(
+      p.serial_fraction,
+      GetNumber(j, w, "serial_fraction", p.serial_fraction, false, false));
+  ASSIGN_OR_RETURN(p.attention_efficiency,
+                   GetNumber(j, w, "attention_efficiency",
+                             p.attention_efficiency, false, false));
+  ASSIGN_OR_RETURN(double softmax_ns,
+                   GetNumber(j, w, "softmax_ns_per_score",
+                             p.softmax_seconds_per_score * 1e9, false, false));
+  p.softmax_seconds_per_score = softmax_ns * 1e-9;
+  ASSIGN_OR_RETURN(
       p.link_efficiency,
       GetNumber(j, w, "link_efficiency", p.link_efficiency, false, true));
   ASSIGN_OR_RETURN(
       double ov, GetNumber(j, w, "layer_overhead_us", p.layer_overhead_s * 1e6,
                            false, false));
   p.layer_overhead_s = ov * 1e-6;
+  ASSIGN_OR_RETURN(
+      double tov, GetNumber(j, w, "token_overhead_us", p.token_overhead_s * 1e6,
+                            false, false));
+  p.token_overhead_s = tov * 1e-6;
   ASSIGN_OR_RETURN(double res,
                    GetNumber(j, w, "reserved_memory_gb",
                              p.reserved_memory_bytes / kGB, false, false));
@@ -221,6 +237,14 @@ absl::Status ValidateDeviceProfile(const DeviceProfile& p) {
        {&p.compute_efficiency_by_dtype, &p.memory_efficiency_by_dtype}) {
     for (const auto& [dtype, f] : *m) fractions.push_back(f);
   }
+  if (!(p.attention_efficiency >= 0 && p.attention_efficiency <= 1)) {
+    return absl::InvalidArgumentError(
+        w + ": attention_efficiency must be in [0, 1]");
+  }
+  if (!(p.serial_fraction >= 0 && p.serial_fraction <= 1)) {
+    return absl::InvalidArgumentError(w +
+                                      ": serial_fraction must be in [0, 1]");
+  }
   for (double f : fractions) {
     if (!(f > 0 && f <= 1)) {
       return absl::InvalidArgumentError(
@@ -256,6 +280,12 @@ std::string DeviceProfileToJson(const DeviceProfile& p) {
          {"memory_utilization", p.memory_utilization},
          {"intra_node_link", LinkToJson(p.intra_node)},
          {"inter_node_link", LinkToJson(p.inter_node)}};
+  if (p.serial_fraction > 0) j["serial_fraction"] = p.serial_fraction;
+  if (p.token_overhead_s > 0) j["token_overhead_us"] = p.token_overhead_s * 1e6;
+  if (p.attention_efficiency > 0)
+    j["attention_efficiency"] = p.attention_efficiency;
+  if (p.softmax_seconds_per_score > 0)
+    j["softmax_ns_per_score"] = p.softmax_seconds_per_score * 1e9;
   if (!p.compute_efficiency_by_dtype.empty())
     j["compute_efficiency_by_dtype"] = p.compute_efficiency_by_dtype;
   if (!p.memory_efficiency_by_dtype.empty())

@@ -40,9 +40,24 @@ struct DeviceProfile {
   // different instruction, q8_0 GEMVs decode blocks while streaming).
   std::map<std::string, double> compute_efficiency_by_dtype;
   std::map<std::string, double> memory_efficiency_by_dtype;
+  // Share of the shorter of an operator's compute and memory times that is
+  // not hidden behind the longer one: 0 is the ideal roofline max(c, m); a
+  // CPU core that both streams weights and multiplies them pays part of both.
+  double serial_fraction = 0;
+  // Attention core (QKᵀ, softmax, PV) when it runs differently from GEMMs:
+  // the fraction of peak its matrix products reach (0: compute_efficiency),
+  // and seconds of softmax work (max, exp, rescale) per score, i.e. per
+  // (query, key, head), which does not shrink with the head dimension
+  // (0: hidden, as in fused GPU kernels at large head dims).
+  double attention_efficiency = 0;
+  double softmax_seconds_per_score = 0;
   // Fixed per-layer launch/sync cost of one forward step (kernel launches,
   // norms, rotary...), and memory kept free (context, allocator slack).
   double layer_overhead_s = 10e-6;
+  // Fixed cost per token per layer beyond its FLOPs and bytes (per-row kernel
+  // set-up, per-sequence attention and sampling bookkeeping); 0 on GPUs,
+  // where it hides in the kernels; measured by `tessera calibrate`.
+  double token_overhead_s = 0;
   double reserved_memory_bytes = 2e9;
   double memory_utilization = 0.9;  // like vLLM's gpu_memory_utilization
   LinkSpec intra_node;

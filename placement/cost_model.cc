@@ -132,6 +132,8 @@ LayerCost CostModel::Layer(const BatchShape& b, const Layout& l,
 
   // QK^T and PV: 2 × 2 FLOPs per (query, key) pair per head dimension.
   c.attn_core.flops = 4 * heads_rank * hd * b.attn_pairs;
+  c.attn_core.serial_s =
+      heads_rank * b.attn_pairs * device_.softmax_seconds_per_score;
   c.attn_core.bytes = b.kv_read_tokens * 2 * kv_rank * hd * kvb +  // KV reads
                       t * 2 * kv_rank * hd * kvb +                 // KV writes
                       t * 2 * heads_rank * hd * ab;  // Q in, O out
@@ -167,6 +169,7 @@ LayerCost CostModel::Layer(const BatchShape& b, const Layout& l,
                    tokens_rank * (2 * h + mats * m.moe_ffn_size / l.etp()) * ab;
   }
   c.allreduce_bytes = l.tp > 1 ? t * h * ab : 0;
+  c.tokens = t;
   return c;
 }
 
@@ -179,23 +182,34 @@ OpCost CostModel::Embedding(const BatchShape& b, const Layout& l) const {
 OpCost CostModel::LmHead(const BatchShape& b, const Layout& l) const {
   const double h = static_cast<double>(model_.hidden_size);
   const double v = static_cast<double>(model_.vocab_size) / l.tp;
-  return {
-      2 * b.logit_tokens * h * v,
-      h * v * model_.weight_bytes + b.logit_tokens * (h * act_bytes_ + v * 4)};
+  return {2 * b.logit_tokens * h * v,
+          // fp32 logits are written, then read again by the sampler.
+          h * v * model_.weight_bytes +
+              b.logit_tokens * (h * act_bytes_ + 2 * v * 4)};
 }
 
 double CostModel::OpTime(const OpCost& c) const {
+  return OpTime(c, device_.ComputeEfficiency(model_.weight_dtype));
+}
+
+double CostModel::OpTime(const OpCost& c, double compute_efficiency) const {
   const std::string& d = model_.weight_dtype;
   const double compute =
-      c.flops / (device_.PeakFlops(d) * device_.ComputeEfficiency(d));
+      c.flops / (device_.PeakFlops(d) * compute_efficiency) + c.serial_s;
   const double memory = c.bytes / (device_.memory_bandwidth_bytes_per_s *
                                    device_.MemoryEfficiency(d));
-  return std::max(compute, memory);
+  return std::max(compute, memory) +
+         device_.serial_fraction * std::min(compute, memory);
 }
 
 double CostModel::LayerComputeTime(const LayerCost& c) const {
-  return OpTime(c.attn_linear) + OpTime(c.attn_core) + OpTime(c.ffn) +
-         device_.layer_overhead_s;
+  const double attention_efficiency =
+      device_.attention_efficiency > 0
+          ? device_.attention_efficiency
+          : device_.ComputeEfficiency(model_.weight_dtype);
+  return OpTime(c.attn_linear) + OpTime(c.attn_core, attention_efficiency) +
+         OpTime(c.ffn) + device_.layer_overhead_s +
+         device_.token_overhead_s * c.tokens;
 }
 
 double CostModel::ActivationBytes(const Layout& l, double max_tokens,

@@ -2,7 +2,9 @@
 // forward step of one instance, per rank.
 //
 // Every operator's time is max(FLOPs / (peak × compute_efficiency),
-// bytes / (bandwidth × memory_efficiency)) (a roofline), summed per layer,
+// bytes / (bandwidth × memory_efficiency)) (a roofline; plus serial_fraction
+// of the shorter of the two where the device cannot fully overlap them), summed
+// per layer,
 // plus a fixed per-layer overhead; collectives use alpha-beta models over the
 // link their ranks actually share (so a TP group that spans nodes pays the
 // NIC's bandwidth: nothing here knows "TP stays in a node").
@@ -51,8 +53,10 @@ struct BatchShape {
 struct OpCost {
   double flops = 0;
   double bytes = 0;
+  // Compute time that is not FLOPs at peak (the softmax's per-score work).
+  double serial_s = 0;
   OpCost operator+(const OpCost& o) const {
-    return {flops + o.flops, bytes + o.bytes};
+    return {flops + o.flops, bytes + o.bytes, serial_s + o.serial_s};
   }
 };
 
@@ -63,6 +67,7 @@ struct LayerCost {
   OpCost ffn;                   // dense MLP or routed experts (+ router)
   double allreduce_bytes = 0;   // per all-reduce; 2 per layer when tp > 1
   double expert_imbalance = 1;  // max/mean tokens per EP rank
+  double tokens = 0;            // tokens the layer processes on this rank
 };
 
 // Memory of one rank (bytes).
@@ -96,8 +101,10 @@ class CostModel {
   LayerCost Layer(const BatchShape& b, const Layout& l, double skew = 1) const;
   OpCost Embedding(const BatchShape& b, const Layout& l) const;
   OpCost LmHead(const BatchShape& b, const Layout& l) const;
-  // Roofline time of one operator on this device.
+  // Roofline time of one operator on this device (GEMM efficiency, or the
+  // given one).
   double OpTime(const OpCost& c) const;
+  double OpTime(const OpCost& c, double compute_efficiency) const;
   // Compute time of one layer (sum of its operators + overhead), without
   // communication.
   double LayerComputeTime(const LayerCost& c) const;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -21,6 +22,7 @@
 #include "kernels/machine_peaks.h"
 #include "kernels/ops.h"
 #include "kernels/thread_pool.h"
+#include "placement/cost_model.h"
 #include "runtime/cpu_model_runner.h"
 #include "runtime/model_presets.h"
 
@@ -102,6 +104,45 @@ absl::StatusOr<double> TimeLinear(const kernels::Context& ctx, const Tensor& w,
   return t;
 }
 
+// Seconds of causal attention over one `tokens`-token prompt (all of it in
+// the paged cache), `heads` query heads over `heads / 2` KV heads.
+absl::StatusOr<double> TimeAttention(const kernels::Context& ctx,
+                                     int64_t tokens, int64_t heads,
+                                     int64_t head_dim, double min_seconds) {
+  constexpr int64_t kBlock = 16;
+  const int64_t kv_heads = std::max<int64_t>(1, heads / 2);
+  const int64_t blocks = (tokens + kBlock - 1) / kBlock;
+  std::vector<float> k(blocks * kBlock * kv_heads * head_dim, 0.02f);
+  std::vector<float> v(k.size(), 0.5f);
+  std::vector<float> q(tokens * heads * head_dim, 0.01f), out(q.size());
+  std::vector<int32_t> table(blocks);
+  for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>(b);
+  const int32_t query_start[2] = {0, static_cast<int32_t>(tokens)};
+  const int32_t context_len[1] = {static_cast<int32_t>(tokens)};
+  kernels::KvCacheView cache;
+  cache.k = k.data();
+  cache.v = v.data();
+  cache.block_size = kBlock;
+  cache.num_kv_heads = kv_heads;
+  cache.head_dim = head_dim;
+  kernels::AttentionBatch batch;
+  batch.num_seqs = 1;
+  batch.query_start = query_start;
+  batch.context_len = context_len;
+  batch.block_tables = table.data();
+  batch.max_blocks_per_seq = blocks;
+  absl::Status status;
+  const double t = BestTime(min_seconds, [&] {
+    absl::Status s = kernels::PagedAttention(
+        ctx, q.data(), heads * head_dim, cache, batch, heads,
+        1.0f / std::sqrt(static_cast<float>(head_dim)), out.data(),
+        heads * head_dim);
+    if (!s.ok()) status = s;
+  });
+  RETURN_IF_ERROR(status);
+  return t;
+}
+
 // One-directional copy between two buffers (what a shared-memory transport
 // between CPU ranks does) and the one-way hand-off latency of a flag between
 // two threads.
@@ -130,10 +171,10 @@ std::pair<double, double> MeasureCopyLink(double seconds) {
   return {static_cast<double>(bytes) / copy_s, latency};
 }
 
-// Per-layer fixed cost of a decode step: a model so small that its weights
-// and KV stay in cache, whose step time is therefore all norms, rotary,
-// attention set-up, thread hand-offs and sampling.
-absl::StatusOr<double> MeasureLayerOverhead(int threads, double seconds) {
+// A model so small that its weights and KV stay in cache: its step time is
+// almost all fixed costs (norms, rotary, attention set-up, thread hand-offs,
+// sampling), which calibration splits into per-layer and per-token parts.
+absl::StatusOr<Model> TinyModel() {
   ModelConfig c;
   c.architecture = "llama";
   c.vocab_size = 256;
@@ -144,39 +185,83 @@ absl::StatusOr<double> MeasureLayerOverhead(int threads, double seconds) {
   c.num_key_value_heads = 2;
   c.head_dim = 16;
   c.max_position_embeddings = 256;
-  ASSIGN_OR_RETURN(Model model, SynthesizeModel(c, DType::kF32, 7));
+  return SynthesizeModel(c, DType::kF32, 7);
+}
+
+constexpr int64_t kTinyContext = 64;
+
+// Best time of a decode step of `batch` sequences at kTinyContext.
+absl::StatusOr<double> TimeTinyDecode(const Model& model, int threads,
+                                      int64_t batch, double seconds) {
   RunnerOptions ro;
   ro.threads = threads;
   ro.max_model_len = 256;
-  ro.num_kv_blocks = 256 / ro.block_size;
-  ro.max_num_seqs = 1;
+  const int64_t per_seq = 256 / ro.block_size;
+  ro.num_kv_blocks = per_seq * batch;
+  ro.max_num_seqs = batch;
   ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,
                    CreateCpuModelRunner(model, ro));
-  std::vector<int32_t> blocks(ro.num_kv_blocks);
-  for (size_t i = 0; i < blocks.size(); ++i) blocks[i] = static_cast<int>(i);
+  std::vector<std::vector<int32_t>> tables(batch);
+  for (int64_t s = 0; s < batch; ++s) {
+    for (int64_t b = 0; b < per_seq; ++b)
+      tables[s].push_back(static_cast<int32_t>(s * per_seq + b));
+  }
   SamplingParams greedy;
   greedy.temperature = 0;
-  uint64_t rng = 1;
-  std::vector<StepOutput> out;
+  std::vector<uint64_t> rng(batch, 1);
   const int32_t token = 5;
+  std::vector<StepSequence> seqs(batch);
+  for (int64_t s = 0; s < batch; ++s) {
+    seqs[s].seq_id = s;
+    seqs[s].tokens = absl::MakeConstSpan(&token, 1);
+    seqs[s].num_computed = kTinyContext;
+    seqs[s].block_table = tables[s];
+    seqs[s].sample = true;
+    seqs[s].sampling = &greedy;
+    seqs[s].rng_state = &rng[s];
+  }
+  std::vector<StepOutput> out;
   absl::Status status;
-  auto step = [&](int64_t position) {
-    StepSequence s;
-    s.seq_id = 0;
-    s.tokens = absl::MakeConstSpan(&token, 1);
-    s.num_computed = position;
-    s.block_table = blocks;
-    s.sample = true;
-    s.sampling = &greedy;
-    s.rng_state = &rng;
+  const double t = BestTime(seconds, [&] {
     out.clear();
-    absl::Status st = runner->Step(absl::MakeConstSpan(&s, 1), &out);
+    absl::Status st = runner->Step(seqs, &out);
     if (!st.ok()) status = st;
-  };
-  for (int64_t p = 0; p < 64; ++p) step(p);
-  const double t = BestTime(seconds, [&] { step(64); });
+  });
   RETURN_IF_ERROR(status);
-  return t / static_cast<double>(c.num_hidden_layers);
+  return t;
+}
+
+// Sets p.layer_overhead_s and p.token_overhead_s from the tiny model's decode
+// steps at batch 1 and 16: what the cost model (with no overheads) does not
+// explain, per layer, split into a constant and a per-token part.
+absl::Status FitOverheads(int threads, double seconds,
+                          placement::DeviceProfile* p) {
+  ASSIGN_OR_RETURN(Model tiny, TinyModel());
+  constexpr int64_t kBatch = 16;
+  ASSIGN_OR_RETURN(double t1, TimeTinyDecode(tiny, threads, 1, seconds));
+  ASSIGN_OR_RETURN(double tb, TimeTinyDecode(tiny, threads, kBatch, seconds));
+  p->layer_overhead_s = 0;
+  p->token_overhead_s = 0;
+  const placement::CostModel cost(ModelSpecFor(tiny, DType::kF32), *p);
+  placement::ClusterSpec cluster;
+  cluster.hosts = {"localhost"};
+  cluster.devices_per_node = 1;
+  cluster.device = *p;
+  const placement::InstanceModel instance(
+      cost, cluster, placement::Layout{}, 0,
+      placement::InstanceModel::Role::kBoth);
+  const double layers = static_cast<double>(tiny.config.num_hidden_layers);
+  const double r1 =
+      std::max(0.0, t1 - instance.Iteration(
+                             placement::BatchShape::Decode(1, kTinyContext))) /
+      layers;
+  const double rb =
+      std::max(0.0, tb - instance.Iteration(placement::BatchShape::Decode(
+                             kBatch, kTinyContext))) /
+      layers;
+  p->token_overhead_s = std::max(0.0, (rb - r1) / (kBatch - 1));
+  p->layer_overhead_s = std::max(0.0, r1 - p->token_overhead_s);
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -258,8 +343,54 @@ absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
   }
   p.memory_efficiency = p.memory_efficiency_by_dtype["fp16"];
 
-  ASSIGN_OR_RETURN(p.layer_overhead_s,
-                   MeasureLayerOverhead(threads, o.seconds));
+  // How much of compute and memory time overlap: the f16 GEMV matrix again
+  // with as many rows as make its compute time equal its streaming time, where
+  // the roofline max(c, m) is most optimistic.
+  std::string overlap_note;
+  {
+    const Tensor w = RandomWeight(DType::kF16, kGemvRows, kGemvCols, 13);
+    const double memory_s =
+        static_cast<double>(w.nbytes()) /
+        (p.memory_bandwidth_bytes_per_s * p.memory_efficiency);
+    const double flops_per_row = 2.0 * kGemvRows * kGemvCols;
+    const double row_s =
+        flops_per_row /
+        (p.peak_flops["fp16"] * p.compute_efficiency_by_dtype["fp16"]);
+    const int64_t m = std::clamp<int64_t>(
+        static_cast<int64_t>(std::lround(memory_s / row_s)), 1, 64);
+    ASSIGN_OR_RETURN(double t, TimeLinear(ctx, w, m, o.seconds));
+    const double compute_s = row_s * static_cast<double>(m);
+    p.serial_fraction = std::clamp(
+        (t - std::max(compute_s, memory_s)) / std::min(compute_s, memory_s),
+        0.0, 1.0);
+    overlap_note =
+        fmt::format("serial fraction {:.2f} (f16, m={})", p.serial_fraction, m);
+  }
+
+  // Attention: per score (query, key, head) it costs 4·head_dim FLOPs of
+  // matrix products plus softmax work that does not depend on head_dim; two
+  // head dims separate the two.
+  std::string attention_note;
+  {
+    constexpr int64_t kTokens = 512, kHeads = 8, kSmallDim = 16,
+                      kLargeDim = 128;
+    ASSIGN_OR_RETURN(double t_small,
+                     TimeAttention(ctx, kTokens, kHeads, kSmallDim, o.seconds));
+    ASSIGN_OR_RETURN(double t_large,
+                     TimeAttention(ctx, kTokens, kHeads, kLargeDim, o.seconds));
+    const double scores = kHeads * kTokens * (kTokens + 1) / 2.0;
+    const double per_flop = std::max(
+        1e-15, (t_large - t_small) / (scores * 4.0 * (kLargeDim - kSmallDim)));
+    p.attention_efficiency =
+        std::clamp(1.0 / (per_flop * p.peak_flops["fp32"]), 0.01, 1.0);
+    const double flop_s = 1.0 / (p.attention_efficiency * p.peak_flops["fp32"]);
+    p.softmax_seconds_per_score =
+        std::max(0.0, t_small / scores - 4.0 * kSmallDim * flop_s);
+    attention_note =
+        fmt::format("attention {:.2f} of peak + {:.2f} ns per score",
+                    p.attention_efficiency, p.softmax_seconds_per_score * 1e9);
+  }
+
   p.link_efficiency = 1.0;
   p.reserved_memory_bytes = std::min(2e9, mem * 0.1);
   p.memory_utilization = 0.8;
@@ -271,13 +402,17 @@ absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
   // Between machines nothing is measured here: 10 GbE is assumed.
   p.inter_node.bandwidth_bytes_per_s = 1.25e9;
   p.inter_node.latency_s = 50e-6;
+  RETURN_IF_ERROR(FitOverheads(threads, o.seconds, &p));
   p.source = fmt::format(
       "tessera calibrate ({} threads): read {:.1f} GB/s; FMA peak {:.1f} "
       "GFLOP/s; bf16 peak {:.1f} GFLOP/s; GEMM {}x{}x{} efficiency {}; GEMV "
-      "256 MB efficiency {}; layer overhead {:.1f} us; memcpy {:.1f} GB/s, "
+      "256 MB efficiency {}; {}; {}; overhead {:.1f} us per layer + {:.2f} us "
+      "per token; memcpy {:.1f} "
+      "GB/s, "
       "thread hand-off {:.2f} us; inter-node link assumed (10 GbE)",
       threads, peaks.read_gbs, peaks.f32_gflops, peaks.bf16_gflops, kGemmRows,
-      kGemmDim, kGemmDim, gemm_note, gemv_note, p.layer_overhead_s * 1e6,
+      kGemmDim, kGemmDim, gemm_note, gemv_note, overlap_note, attention_note,
+      p.layer_overhead_s * 1e6, p.token_overhead_s * 1e6,
       p.intra_node.bandwidth_bytes_per_s / 1e9, p.intra_node.latency_s * 1e6);
   RETURN_IF_ERROR(placement::ValidateDeviceProfile(p));
   return p;
