@@ -9,6 +9,7 @@
 // Elementwise ops use a vector exp / f32 sum of squares: a few ulps.
 #include "kernels/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -83,12 +84,24 @@ void CheckLinear(const LinearCase& c, Isa isa, bool exact, ThreadPool* pool) {
   // Error scale per output: Σ|x·w|.
   std::vector<float> row(c.k);
   const bool bf16_dot = c.dtype == DType::kBF16 && !exact;
+  // q8_0 GEMV quantizes the activations to q8_0 blocks (ops.h, Context::exact):
+  // each value moves by at most its block's amax/254.
+  const bool q8_dot =
+      c.dtype == DType::kQ8_0 && !exact && c.m <= 4 && isa != Isa::kScalar;
   for (int64_t j = 0; j < c.n; ++j) {
     reference::DequantizeRow(c.dtype, w.raw_data(), c.k, j, row.data());
     for (int64_t i = 0; i < c.m; ++i) {
-      double s = 0.0;
+      double s = 0.0, q8_bound = 0.0;
       for (int64_t q = 0; q < c.k; ++q) s += std::fabs(x[i * ldx + q] * row[q]);
-      const double tol = (bf16_dot ? 1.0 / 256 : 2e-5) * s + 1e-6;
+      for (int64_t b = 0; q8_dot && b < c.k; b += 32) {
+        double amax = 0.0, wsum = 0.0;
+        for (int64_t q = b; q < b + 32; ++q) {
+          amax = std::max<double>(amax, std::fabs(x[i * ldx + q]));
+          wsum += std::fabs(row[q]);
+        }
+        q8_bound += amax / 254.0 * wsum * 1.001;
+      }
+      const double tol = (bf16_dot ? 1.0 / 256 : 2e-5) * s + q8_bound + 1e-6;
       ASSERT_NEAR(got[i * ldy + j], ref[i * ldy + j], tol)
           << IsaName(isa) << " " << DTypeName(c.dtype) << " m=" << c.m
           << " n=" << c.n << " k=" << c.k << " at (" << i << "," << j << ")";
@@ -113,7 +126,7 @@ TEST_P(LinearTest, MatchesReferenceOnEveryIsa) {
       for (Isa isa : SupportedIsas()) {
         CheckLinear(c, isa, /*exact=*/false, nullptr);
         CheckLinear(c, isa, /*exact=*/false, &pool);
-        if (c.dtype == DType::kBF16) {
+        if (c.dtype == DType::kBF16 || c.dtype == DType::kQ8_0) {
           CheckLinear(c, isa, /*exact=*/true, &pool);
         }
       }
