@@ -22,7 +22,8 @@ struct IsaKernels {
   int64_t (*linear_scratch)(const cpu::LinearProblem&);
   void (*linear_range)(const cpu::LinearProblem&, int64_t, int64_t, float*);
   void (*to_bf16)(const float*, int64_t, int64_t, int64_t, uint16_t*, int64_t);
-  void (*to_q8)(const float*, int64_t, int64_t, int64_t, int8_t*, float*);
+  void (*to_q8)(const float*, int64_t, int64_t, int64_t, int8_t*, float*,
+                int32_t*);
   void (*dequantize_rows)(cpu::WeightType, const void*, int64_t, const int32_t*,
                           int64_t, float*);
   void (*rms_norm)(const float*, const float*, int64_t, int64_t, float, float*);
@@ -214,11 +215,14 @@ absl::Status PrepareLinear(const Context& ctx, const IsaKernels* kern,
     // the thread count).
     thread_local std::vector<int8_t> xq;
     thread_local std::vector<float> xd;
+    thread_local std::vector<int32_t> xsum;
     if (static_cast<int64_t>(xq.size()) < m * k) {
       xq.resize(m * k);
       xd.resize(m * k / 4);
+      xsum.resize(m * k / 32);
     }
-    kern->to_q8(x, m, k, ldx, xq.data(), xd.data());
+    kern->to_q8(x, m, k, ldx, xq.data(), xd.data(), xsum.data());
+    p.xsum = xsum.data();
     p.xq = xq.data();
     p.ldxq = k;
     p.xd = xd.data();

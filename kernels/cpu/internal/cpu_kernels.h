@@ -48,6 +48,8 @@ struct LinearProblem {
   int64_t ldxq = 0;
   const float* xd = nullptr;
   int64_t ldxd = 0;
+  const int32_t* xsum = nullptr;  // Σ of each block's int8 values (k / 32
+                                  // per row).
   bool vnni = false;  // Use cpu::avx512_vnni::Q8GemvRange (CPU has VNNI).
 };
 
@@ -98,7 +100,7 @@ struct AttentionProblem {
   /* Rows of x (stride ld, k a multiple of 32) to q8_0 blocks: d = amax/127,   \
      q = round-half-even(x / d); see LinearProblem::xq. */                     \
   void QuantizeRowsQ8(const float* x, int64_t rows, int64_t k, int64_t ld,     \
-                      int8_t* q, float* d);                                    \
+                      int8_t* q, float* d, int32_t* sum);                      \
   /* q8_0 × q8_0 GEMV over outputs [n0, n1) (p.xq set). */                    \
   void Q8GemvRange(const LinearProblem& p, int64_t n0, int64_t n1);            \
   void ConvertRowsToBF16(const float* x, int64_t rows, int64_t cols,           \
