@@ -6,6 +6,9 @@
 // product is bounded by ~k·ε·Σ|x·w| and is typically √k·ε·Σ|x·w|, so we allow
 // 2e-5·Σ|x·w| (ε = 6e-8, k <= 1100). The bf16 dot-product path rounds the
 // activations to bf16 (relative error <= 2^-9 each), so it gets 2^-8·Σ|x·w|.
+// The q8_0 GEMV quantizes each activation to its block's int8 grid (error <=
+// amax/254 per value), so it gets Σ_blocks amax/254 · Σ|w| on top (the exact
+// bound, +0.1%). The fused QKV op must equal the unfused ops bit for bit.
 // Elementwise ops use a vector exp / f32 sum of squares: a few ulps.
 #include "kernels/ops.h"
 
