@@ -12,10 +12,12 @@ namespace {
 // Set while a thread runs pool tasks, so nested ParallelFor calls run inline.
 thread_local bool tls_in_pool_task = false;
 
-// Spins this many iterations before sleeping: decode issues hundreds of short
-// ParallelFor calls per token, and a condition-variable wake-up costs tens of
-// microseconds, but spinning forever would steal cores from other processes.
-constexpr int kSpinIterations = 20000;
+// Spins this many iterations (~0.1 ms) before sleeping: decode issues
+// hundreds of short ParallelFor calls per token back to back, and a
+// condition-variable wake-up costs tens of microseconds; but a spinning worker
+// takes a core from the caller on an oversubscribed machine (20k spins, ~1 ms,
+// halved a tiny model's decode speed at 2 threads).
+constexpr int kSpinIterations = 2000;
 
 inline void CpuRelax() {
 #if defined(__x86_64__)

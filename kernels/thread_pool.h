@@ -16,7 +16,7 @@ namespace tessera::kernels {
 // not worth handing to another thread: waking a worker costs microseconds
 // when it spins and tens of microseconds to milliseconds when it sleeps or
 // its core is busy with another process.
-inline constexpr int64_t kMinTaskWork = 64 * 1024;
+inline constexpr int64_t kMinTaskWork = 256 * 1024;
 
 // `threads` workers in all, the calling thread included (threads - 1 are
 // spawned once and live until destruction). ParallelFor splits [0, n) into at
