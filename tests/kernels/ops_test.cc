@@ -13,9 +13,12 @@
 #include "kernels/ops.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/random.h"
@@ -573,6 +576,46 @@ TEST(ThreadPoolTest, CoversRangeOnceWithNesting) {
     });
   }
   EXPECT_EQ(sum.load(), 200 * 4950);
+}
+
+TEST(ThreadPoolTest, SmallWorkRunsInlineLargeWorkIsSplit) {
+  ThreadPool pool(2);
+  const std::thread::id caller = std::this_thread::get_id();
+  int calls = 0;
+  bool on_caller = true;
+  // 100 items × 100 units: far below two tasks' worth of kMinTaskWork.
+  ParallelFor(&pool, 100, 100, [&](int64_t b, int64_t e) {
+    ++calls;
+    on_caller = on_caller && std::this_thread::get_id() == caller;
+    EXPECT_EQ(b, 0);
+    EXPECT_EQ(e, 100);
+  });
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(on_caller);
+  // Enough work for two tasks: two chunks, each index once.
+  std::vector<std::atomic<int>> hits(64);
+  std::atomic<int> chunks{0};
+  ParallelFor(&pool, 64, kMinTaskWork, [&](int64_t b, int64_t e) {
+    ++chunks;
+    for (int64_t i = b; i < e; ++i) ++hits[i];
+  });
+  EXPECT_EQ(chunks.load(), 2);
+  for (const auto& h : hits) EXPECT_EQ(h.load(), 1);
+}
+
+TEST(ThreadPoolTest, ManyShortCallsWithSleepingWorkersComplete) {
+  // Workers fall asleep between calls (the sleeps outlast their spin); every
+  // call must still run each chunk exactly once, whoever claims it.
+  ThreadPool pool(4);
+  for (int rep = 0; rep < 50; ++rep) {
+    if (rep % 10 == 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::vector<int> hits(37, 0);
+    pool.ParallelForChunks(37, 9, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) ++hits[i];
+    });
+    for (int h : hits) ASSERT_EQ(h, 1) << rep;
+  }
 }
 
 }  // namespace
