@@ -1,6 +1,7 @@
 #include "comm/kv_transfer.h"
 
 #include "base/build_config.h"
+#include "base/status.h"
 
 namespace tessera::comm {
 
@@ -10,6 +11,13 @@ absl::StatusOr<std::unique_ptr<KvTransferEngine>> CreateUcxEngine(
     int rank, Store* store, const KvTransferOptions& options);
 }  // namespace internal
 #endif
+
+absl::Status KvTransferEngine::Transfer(int peer, uint64_t request_id,
+                                        std::span<const BlockCopy> blocks,
+                                        std::chrono::milliseconds timeout) {
+  RETURN_IF_ERROR(PostTransfer(peer, request_id, blocks, timeout));
+  return WaitTransfer(request_id);
+}
 
 absl::StatusOr<std::unique_ptr<KvTransferEngine>> KvTransferEngine::Create(
     int rank, Store* store, const KvTransferOptions& options) {

@@ -11,6 +11,12 @@
 // acknowledge). KvTransferOptions::busy_poll adds spinning for dedicated
 // cores.
 //
+// Transfers are pipelined: PostTransfer returns as soon as the transfer is
+// queued and WaitTransfer collects its result, so a caller keeps a window of
+// transfers in flight and their puts, flushes and notifications overlap
+// instead of paying one round trip each. Transfer = PostTransfer +
+// WaitTransfer.
+//
 // Transports follow UCX_TLS (e.g. UCX_TLS=shm or UCX_TLS=tcp).
 #pragma once
 
@@ -59,6 +65,32 @@ struct KvTransferOptions {
   std::chrono::microseconds busy_poll{0};
   // Longest sleep on the event fds; also the resolution of timeouts.
   int nap_ms = 50;
+  // Stage the pool through a registered host buffer even when UCX could
+  // register it directly. The staged path is what CUDA pools take when UCX
+  // has no CUDA support; forcing it on host memory tests it without a GPU.
+  bool force_staging = false;
+  // Blocks in the staging buffer (the most blocks one staged chunk moves).
+  int64_t staging_blocks = 64;
+};
+
+// Where a registered pool lives.
+enum class PoolMemory { kHost, kCuda };
+
+// Counters of the sender side, for benchmarks and monitoring.
+struct KvTransferStats {
+  int64_t transfers = 0;      // Transfers whose puts were posted.
+  int64_t puts = 0;           // ucp_put_nbx calls (after coalescing).
+  int64_t staged_chunks = 0;  // Chunks copied through the staging buffer.
+  int64_t notifications = 0;  // Completion batches sent (transfers/batch).
+  // Set-up = PostTransfer call to its first put posted. "Cold" transfers
+  // were the first to their peer (store look-up, endpoint, rkey unpack);
+  // "warm" ones reused the cached endpoint and unpacked rkey.
+  int64_t cold_transfers = 0;
+  std::chrono::nanoseconds cold_setup{0};  // Sum over cold transfers.
+  int64_t warm_transfers = 0;
+  std::chrono::nanoseconds warm_setup{0};    // Sum over warm transfers.
+  int64_t connects = 0;                      // Endpoint + rkey set-ups.
+  std::chrono::nanoseconds connect_time{0};  // Sum of their durations.
 };
 
 class KvTransferEngine {
@@ -70,12 +102,16 @@ class KvTransferEngine {
       int rank, Store* store, const KvTransferOptions& options = {});
   virtual ~KvTransferEngine() = default;
 
-  // Registers the KV pool (host memory): `num_blocks` blocks of `block_bytes`
-  // at `base`, and publishes its packed remote key. Once per engine; the
-  // memory must stay valid until the engine is destroyed, which deregisters
-  // it.
+  // Registers the KV pool: `num_blocks` blocks of `block_bytes` at `base`,
+  // and publishes its packed remote key. Once per engine; the memory must
+  // stay valid until the engine is destroyed, which deregisters it. CUDA
+  // pools are registered directly when UCX supports CUDA memory
+  // (SupportsCudaMemory), else staged through a registered host buffer;
+  // the receiver's pool must be directly registered (host, or CUDA with UCX
+  // CUDA support): a staged receiver returns Unimplemented.
   virtual absl::Status RegisterPool(void* base, int64_t block_bytes,
-                                    int64_t num_blocks) = 0;
+                                    int64_t num_blocks,
+                                    PoolMemory memory = PoolMemory::kHost) = 0;
 
   // Like RegisterPool, but UCX allocates the (zeroed) pool, which lets
   // shared-memory transports write it directly; returns its address, valid
@@ -83,17 +119,29 @@ class KvTransferEngine {
   virtual absl::StatusOr<void*> AllocatePool(int64_t block_bytes,
                                              int64_t num_blocks) = 0;
 
-  // Puts the listed blocks into `peer`'s pool (runs of blocks adjacent in
-  // both pools go as one put), flushes, and notifies the receiver with
-  // `request_id` (unique among this engine's transfers in flight). Returns
-  // once the receiver has acknowledged. Unavailable when the peer is
-  // unreachable, dies or does not acknowledge within `timeout`; Cancelled if
-  // Cancel(request_id) was called; InvalidArgument for bad block ids.
-  virtual absl::Status Transfer(int peer, uint64_t request_id,
-                                std::span<const BlockCopy> blocks,
-                                std::chrono::milliseconds timeout) = 0;
+  // Queues a transfer of the listed blocks into `peer`'s pool (runs of
+  // blocks adjacent in both pools go as one put; then a flush and a
+  // notification carrying `request_id`, unique among this engine's
+  // transfers in flight) and returns without waiting. Errors found before
+  // anything is queued (bad block ids, unknown peer, duplicate id) are
+  // returned here; everything later by WaitTransfer. The source blocks must
+  // not be modified until WaitTransfer returns.
+  virtual absl::Status PostTransfer(int peer, uint64_t request_id,
+                                    std::span<const BlockCopy> blocks,
+                                    std::chrono::milliseconds timeout) = 0;
 
-  // Makes the in-flight Transfer with `request_id` return Cancelled. Puts
+  // Waits for a posted transfer: OK once the receiver has acknowledged it;
+  // Unavailable when the peer is unreachable, dies or does not acknowledge
+  // within the transfer's timeout; Cancelled after Cancel(request_id);
+  // NotFound for an id that is not posted (or was already waited for).
+  virtual absl::Status WaitTransfer(uint64_t request_id) = 0;
+
+  // PostTransfer + WaitTransfer.
+  absl::Status Transfer(int peer, uint64_t request_id,
+                        std::span<const BlockCopy> blocks,
+                        std::chrono::milliseconds timeout);
+
+  // Makes the in-flight transfer with `request_id` return Cancelled. Puts
   // already posted may still land; the receiver gets no completion for it.
   // NotFound when no such transfer is in flight.
   virtual absl::Status Cancel(uint64_t request_id) = 0;
@@ -110,9 +158,12 @@ class KvTransferEngine {
   virtual absl::StatusOr<ControlMessage> WaitControl(
       std::chrono::milliseconds timeout) = 0;
 
-  // Whether UCX can register CUDA memory directly (else KV pools in device
-  // memory must be staged through a registered host buffer by the caller).
+  // Whether UCX can register CUDA memory directly (else CUDA pools are
+  // staged through a registered host buffer).
   virtual bool SupportsCudaMemory() const = 0;
+
+  // Sender-side counters (set-up latency, puts, staged chunks).
+  virtual KvTransferStats Stats() const = 0;
 };
 
 }  // namespace tessera::comm

@@ -11,6 +11,7 @@
 #include "nlohmann/json.hpp"
 #include "placement/internal/builtin_profiles.h"
 #include "placement/internal/json_util.h"
+#include "placement/model_spec.h"
 
 namespace tessera::placement {
 namespace {
@@ -27,9 +28,12 @@ absl::Status DTypeCheck(const std::string& dtype, const std::string& where) {
   for (const char* k : kKnown) {
     if (dtype == k) return absl::OkStatus();
   }
+  // Weight formats (e.g. GGUF q8_0) may carry their own figures: a CPU
+  // multiplies them in f32, not in 16-bit math.
+  if (DTypeBytesPerElement(dtype).ok()) return absl::OkStatus();
   return absl::InvalidArgumentError(fmt::format(
-      "{}: unknown peak_tflops dtype \"{}\" (known: fp32, tf32, fp16, bf16, "
-      "fp8, int8, fp4, int4)",
+      "{}: unknown dtype \"{}\" (known: fp32, tf32, fp16, bf16, fp8, int8, "
+      "fp4, int4, and weight formats such as q8_0)",
       where, dtype));
 }
 
@@ -68,7 +72,8 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
                 {"kind", "source", "memory_gb", "memory_bandwidth_gb_per_s",
                  "peak_tflops", "compute_efficiency", "memory_efficiency",
                  "link_efficiency", "layer_overhead_us", "reserved_memory_gb",
-                 "memory_utilization", "intra_node_link", "inter_node_link"}));
+                 "memory_utilization", "intra_node_link", "inter_node_link",
+                 "compute_efficiency_by_dtype", "memory_efficiency_by_dtype"}));
   DeviceProfile p = base ? *base : DeviceProfile{};
   const bool req = base == nullptr;
   ASSIGN_OR_RETURN(p.kind, internal::GetString(j, where, "kind", p.kind, req));
@@ -105,6 +110,24 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
   ASSIGN_OR_RETURN(
       p.memory_efficiency,
       GetNumber(j, w, "memory_efficiency", p.memory_efficiency, false, true));
+  for (const auto& [key, map] : {std::pair{"compute_efficiency_by_dtype",
+                                           &p.compute_efficiency_by_dtype},
+                                 std::pair{"memory_efficiency_by_dtype",
+                                           &p.memory_efficiency_by_dtype}}) {
+    if (!j.contains(key)) continue;
+    const json& o = j[key];
+    if (!o.is_object()) {
+      return absl::InvalidArgumentError(
+          fmt::format("{}: {} must be an object dtype → fraction", w, key));
+    }
+    map->clear();
+    for (auto it = o.begin(); it != o.end(); ++it) {
+      RETURN_IF_ERROR(DTypeCheck(it.key(), w));
+      ASSIGN_OR_RETURN(double f, GetNumber(o, w + " " + key, it.key().c_str(),
+                                           0, true, true));
+      (*map)[it.key()] = f;
+    }
+  }
   ASSIGN_OR_RETURN(
       p.link_efficiency,
       GetNumber(j, w, "link_efficiency", p.link_efficiency, false, true));
@@ -156,6 +179,32 @@ double DeviceProfile::PeakFlops(std::string_view dtype) const {
   return peak_flops.empty() ? 1.0 : peak_flops.begin()->second;
 }
 
+namespace {
+
+std::string CanonicalDType(std::string_view dtype) {
+  std::string d(dtype);
+  if (d == "float16" || d == "f16") d = "fp16";
+  if (d == "bfloat16") d = "bf16";
+  if (d == "float32" || d == "f32") d = "fp32";
+  return d;
+}
+
+double Lookup(const std::map<std::string, double>& m, std::string_view dtype,
+              double fallback) {
+  auto it = m.find(CanonicalDType(dtype));
+  return it != m.end() ? it->second : fallback;
+}
+
+}  // namespace
+
+double DeviceProfile::ComputeEfficiency(std::string_view dtype) const {
+  return Lookup(compute_efficiency_by_dtype, dtype, compute_efficiency);
+}
+
+double DeviceProfile::MemoryEfficiency(std::string_view dtype) const {
+  return Lookup(memory_efficiency_by_dtype, dtype, memory_efficiency);
+}
+
 absl::Status ValidateDeviceProfile(const DeviceProfile& p) {
   const std::string w = "device profile " + p.kind;
   if (p.kind.empty())
@@ -166,8 +215,13 @@ absl::Status ValidateDeviceProfile(const DeviceProfile& p) {
   }
   if (p.peak_flops.empty())
     return absl::InvalidArgumentError(w + ": no peak_tflops");
-  for (double f : {p.compute_efficiency, p.memory_efficiency, p.link_efficiency,
-                   p.memory_utilization}) {
+  std::vector<double> fractions = {p.compute_efficiency, p.memory_efficiency,
+                                   p.link_efficiency, p.memory_utilization};
+  for (const auto* m :
+       {&p.compute_efficiency_by_dtype, &p.memory_efficiency_by_dtype}) {
+    for (const auto& [dtype, f] : *m) fractions.push_back(f);
+  }
+  for (double f : fractions) {
     if (!(f > 0 && f <= 1)) {
       return absl::InvalidArgumentError(
           w + ": efficiency factors and memory_utilization must be in (0, 1]");
@@ -202,6 +256,10 @@ std::string DeviceProfileToJson(const DeviceProfile& p) {
          {"memory_utilization", p.memory_utilization},
          {"intra_node_link", LinkToJson(p.intra_node)},
          {"inter_node_link", LinkToJson(p.inter_node)}};
+  if (!p.compute_efficiency_by_dtype.empty())
+    j["compute_efficiency_by_dtype"] = p.compute_efficiency_by_dtype;
+  if (!p.memory_efficiency_by_dtype.empty())
+    j["memory_efficiency_by_dtype"] = p.memory_efficiency_by_dtype;
   return j.dump(2);
 }
 

@@ -35,6 +35,11 @@ struct DeviceProfile {
   double compute_efficiency = 0.6;
   double memory_efficiency = 0.8;
   double link_efficiency = 0.8;
+  // Optional per-weight-dtype overrides of the two factors above (measured by
+  // `tessera calibrate`: a CPU widens f16 weights in its GEMMs, bf16 rides a
+  // different instruction, q8_0 GEMVs decode blocks while streaming).
+  std::map<std::string, double> compute_efficiency_by_dtype;
+  std::map<std::string, double> memory_efficiency_by_dtype;
   // Fixed per-layer launch/sync cost of one forward step (kernel launches,
   // norms, rotary...), and memory kept free (context, allocator slack).
   double layer_overhead_s = 10e-6;
@@ -46,6 +51,10 @@ struct DeviceProfile {
   // Peak FLOP/s for computations in `dtype` (quantized weights run in 16-bit
   // math; fp8 uses the fp8 figure when present).
   double PeakFlops(std::string_view dtype) const;
+  // The efficiency factors for weights of `dtype` (the override, else the
+  // general factor).
+  double ComputeEfficiency(std::string_view dtype) const;
+  double MemoryEfficiency(std::string_view dtype) const;
 };
 
 // Checks the profile's figures are positive and fractions in (0, 1].

@@ -185,10 +185,11 @@ OpCost CostModel::LmHead(const BatchShape& b, const Layout& l) const {
 }
 
 double CostModel::OpTime(const OpCost& c) const {
-  const double compute = c.flops / (device_.PeakFlops(model_.weight_dtype) *
-                                    device_.compute_efficiency);
+  const std::string& d = model_.weight_dtype;
+  const double compute =
+      c.flops / (device_.PeakFlops(d) * device_.ComputeEfficiency(d));
   const double memory = c.bytes / (device_.memory_bandwidth_bytes_per_s *
-                                   device_.memory_efficiency);
+                                   device_.MemoryEfficiency(d));
   return std::max(compute, memory);
 }
 

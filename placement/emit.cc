@@ -6,7 +6,8 @@
 
 namespace tessera::placement {
 
-std::string EmitMpirun(const Plan& plan, const std::string& plan_path) {
+std::string EmitMpirun(const Plan& plan, const std::string& plan_path,
+                       const std::string& model_path) {
   std::map<int, int> slots;  // node → ranks on it
   for (const PlanInstance& in : plan.instances) {
     for (const PlanRank& r : in.ranks) ++slots[r.node];
@@ -18,11 +19,11 @@ std::string EmitMpirun(const Plan& plan, const std::string& plan_path) {
   // Ranks are numbered node-major with the device index as local rank, so
   // --map-by slot with the hostfile puts rank r on node r / devices_per_node.
   out += fmt::format(
-      "\n# launch: every rank reads the Plan and finds its role by world rank\n"
+      "\n# launch: every rank reads the Plan and finds its instance by world "
+      "rank;\n# ranks on one host listen on --port + local rank\n"
       "mpirun -np {} --hostfile tessera.hosts --map-by slot --bind-to none \\\n"
-      "  -x TESSERA_PLAN={} \\\n"
-      "  tessera serve --plan {}\n",
-      plan.num_ranks(), plan_path, plan_path);
+      "  tessera serve --plan {} --model {} --host 0.0.0.0 --port 8000\n",
+      plan.num_ranks(), plan_path, model_path);
   return out;
 }
 

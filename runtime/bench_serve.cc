@@ -168,6 +168,46 @@ BenchRequestResult SendOne(const BenchServeOptions& o, const std::string& model,
 
 }  // namespace
 
+BenchServeReport::EngineSplit ParseEngineCounters(std::string_view text) {
+  BenchServeReport::EngineSplit e;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (line.empty() || line[0] == '#') continue;
+    // `name{labels} value` or `name value`.
+    const size_t name_end = line.find_first_of("{ ");
+    const size_t value_at = line.rfind(' ');
+    if (name_end == std::string_view::npos ||
+        value_at == std::string_view::npos)
+      continue;
+    const std::string_view name = line.substr(0, name_end);
+    const double value =
+        std::strtod(std::string(line.substr(value_at + 1)).c_str(), nullptr);
+    if (name == "tessera:engine_steps_total") {
+      e.steps = std::max(e.steps, 0.0) + value;
+    } else if (name == "tessera:model_step_seconds_total") {
+      e.model_s += value;
+    } else if (name == "tessera:engine_overhead_seconds_total") {
+      e.overhead_s += value;
+    }
+  }
+  return e;
+}
+
+namespace {
+
+BenchServeReport::EngineSplit ScrapeEngineCounters(const BenchServeOptions& o) {
+  auto client = MakeClient(o);
+  auto res = client->Get("/metrics", AuthHeaders(o));
+  if (!res || res->status != 200) return {};
+  return ParseEngineCounters(res->body);
+}
+
+}  // namespace
+
 absl::StatusOr<BenchServeReport> RunBenchServe(const BenchServeOptions& o) {
   if (o.num_prompts <= 0) {
     return absl::InvalidArgumentError("--num-prompts must be positive");
@@ -255,6 +295,7 @@ absl::StatusOr<BenchServeReport> RunBenchServe(const BenchServeOptions& o) {
                 std::string(width - filled, ' ').c_str(), d, n);
     std::fflush(stdout);
   };
+  const BenchServeReport::EngineSplit engine_before = ScrapeEngineCounters(o);
   const auto start = Clock::now();
   std::vector<std::thread> threads;
   threads.reserve(workers);
@@ -273,6 +314,14 @@ absl::StatusOr<BenchServeReport> RunBenchServe(const BenchServeOptions& o) {
   for (auto& th : threads) th.join();
   report.duration_s = Seconds(Clock::now() - start);
   if (o.progress) std::printf("\n");
+  if (engine_before.steps >= 0) {
+    const BenchServeReport::EngineSplit after = ScrapeEngineCounters(o);
+    if (after.steps >= engine_before.steps) {
+      report.engine.steps = after.steps - engine_before.steps;
+      report.engine.model_s = after.model_s - engine_before.model_s;
+      report.engine.overhead_s = after.overhead_s - engine_before.overhead_s;
+    }
+  }
 
   std::vector<double> ttfts, tpots, itls, e2els;
   for (const auto& r : report.results) {
@@ -347,6 +396,18 @@ std::string FormatBenchServeReport(const BenchServeReport& r) {
   metric("Time per Output Token (excl. 1st token)", "TPOT", r.tpot);
   metric("Inter-token Latency", "ITL", r.itl);
   metric("End-to-end Latency", "E2EL", r.e2el);
+  if (r.engine.steps > 0) {
+    // tessera's own lines (the server exported its engine counters).
+    out += fmt::format("{:-^50}\n", "Engine Steps (server /metrics)");
+    line("Engine steps:", fmt::format("{:.0f}", r.engine.steps));
+    line("Mean model time per step (ms):",
+         num(1e3 * r.engine.model_s / r.engine.steps));
+    line("Mean engine overhead per step (ms):",
+         num(1e3 * r.engine.overhead_s / r.engine.steps));
+    line("Engine overhead (% of step):",
+         num(100 * r.engine.overhead_s /
+             std::max(1e-12, r.engine.model_s + r.engine.overhead_s)));
+  }
   out += std::string(50, '=') + "\n";
   return out;
 }
@@ -390,6 +451,11 @@ std::string BenchServeReportJson(const BenchServeReport& r) {
   stat("tpot", r.tpot);
   stat("itl", r.itl);
   stat("e2el", r.e2el);
+  if (r.engine.steps > 0) {
+    j["engine_steps"] = r.engine.steps;
+    j["engine_model_seconds"] = r.engine.model_s;
+    j["engine_overhead_seconds"] = r.engine.overhead_s;
+  }
   json input_lens = json::array(), output_lens = json::array(),
        ttfts = json::array(), itls = json::array(), errors = json::array();
   for (const auto& x : r.results) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -61,7 +62,19 @@ struct BenchServeReport {
   Stat ttft, tpot, itl, e2el;
   double request_throughput = 0, request_goodput = 0, output_throughput = 0,
          total_token_throughput = 0;
+  // From the server's /metrics before and after the run, when it exports
+  // tessera's engine counters (steps < 0 otherwise, e.g. against vLLM).
+  struct EngineSplit {
+    double steps = -1;
+    double model_s = 0;
+    double overhead_s = 0;
+  } engine;
 };
+
+// Sums each of tessera's engine counters (tessera:engine_steps_total,
+// model_step_seconds_total, engine_overhead_seconds_total) over label sets in
+// a Prometheus text exposition; steps < 0 when absent.
+BenchServeReport::EngineSplit ParseEngineCounters(std::string_view metrics);
 
 // Runs the benchmark. InvalidArgument for bad options; Unavailable when the
 // server cannot be reached before the run (individual failures are counted).

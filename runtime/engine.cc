@@ -235,6 +235,10 @@ void Engine::Loop() {
       abort_all = abort_all_;
       num_pending_.fetch_sub(static_cast<int64_t>(admitted.size()));
     }
+    // The iteration's time outside ModelRunner::Step is the engine's
+    // overhead: admission, aborts, scheduling, outputs, stats.
+    const auto iteration_start = Clock::now();
+    last_model_seconds_ = -1;
     for (auto& r : admitted) Admit(std::move(r));
     admitted.clear();
     for (int64_t id : aborted) {
@@ -257,6 +261,19 @@ void Engine::Loop() {
     }
     if (!live_.empty()) RunStep();
     PublishStats();
+    if (last_model_seconds_ >= 0) {
+      const double overhead_s =
+          std::chrono::duration<double>(Clock::now() - iteration_start)
+              .count() -
+          last_model_seconds_;
+      stat_step_seconds_.fetch_add(last_model_seconds_);
+      stat_sched_seconds_.fetch_add(overhead_s);
+      if (metrics_ != nullptr) {
+        metrics_->engine_steps_total->Inc();
+        metrics_->model_step_seconds_total->Inc(last_model_seconds_);
+        metrics_->engine_overhead_seconds_total->Inc(overhead_s);
+      }
+    }
   }
 }
 
@@ -335,10 +352,7 @@ void Engine::RunStep() {
     }
     live_.erase(r->seq.id);
   }
-  const auto t3 = Clock::now();
-  stat_step_seconds_.fetch_add(std::chrono::duration<double>(t2 - t1).count());
-  stat_sched_seconds_.fetch_add(
-      std::chrono::duration<double>((t1 - t0) + (t3 - t2)).count());
+  last_model_seconds_ = std::chrono::duration<double>(t2 - t1).count();
 }
 
 bool Engine::OnToken(Request* r, const StepOutput& out) {

@@ -196,6 +196,8 @@ class Engine {
   std::atomic<int64_t> stat_steps_{0};
   std::atomic<int64_t> stat_live_{0};
   std::atomic<double> stat_sched_seconds_{0.0};
+  // Model time of this loop iteration's step (-1: no step ran).
+  double last_model_seconds_ = -1;
   std::atomic<double> stat_step_seconds_{0.0};
   std::atomic<double> stat_schedule_seconds_{0.0};
 

@@ -243,25 +243,28 @@ ServingMetrics::ServingMetrics(MetricsRegistry* r,
                                const std::string& model_name) {
   const std::vector<std::string> m = {"model_name"};
   const std::vector<std::string> v = {model_name};
+  // Every family below but request_success_total has just the model label.
+  auto gauge = [&](const char* name, const char* help) {
+    return r->AddGauge(name, help, m)->Labels(v);
+  };
+  auto counter = [&](const char* name, const char* help) {
+    return r->AddCounter(name, help, m)->Labels(v);
+  };
+  auto histogram = [&](const char* name, const char* help,
+                       std::vector<double> buckets) {
+    return r->AddHistogram(name, help, m, std::move(buckets))->Labels(v);
+  };
   num_requests_running =
-      r->AddGauge("tessera:num_requests_running",
-                  "Number of requests in model execution batches.", m)
-          ->Labels(v);
-  num_requests_waiting =
-      r->AddGauge("tessera:num_requests_waiting",
-                  "Number of requests waiting to be processed.", m)
-          ->Labels(v);
-  kv_cache_usage_perc =
-      r->AddGauge("tessera:kv_cache_usage_perc",
-                  "KV-cache usage. 1 means 100 percent usage.", m)
-          ->Labels(v);
-  prompt_tokens_total = r->AddCounter("tessera:prompt_tokens_total",
-                                      "Number of prefill tokens processed.", m)
-                            ->Labels(v);
-  generation_tokens_total =
-      r->AddCounter("tessera:generation_tokens_total",
-                    "Number of generation tokens processed.", m)
-          ->Labels(v);
+      gauge("tessera:num_requests_running",
+            "Number of requests in model execution batches.");
+  num_requests_waiting = gauge("tessera:num_requests_waiting",
+                               "Number of requests waiting to be processed.");
+  kv_cache_usage_perc = gauge("tessera:kv_cache_usage_perc",
+                              "KV-cache usage. 1 means 100 percent usage.");
+  prompt_tokens_total = counter("tessera:prompt_tokens_total",
+                                "Number of prefill tokens processed.");
+  generation_tokens_total = counter("tessera:generation_tokens_total",
+                                    "Number of generation tokens processed.");
   auto* success = r->AddCounter("tessera:request_success_total",
                                 "Count of successfully processed requests.",
                                 {"model_name", "finished_reason"});
@@ -269,53 +272,46 @@ ServingMetrics::ServingMetrics(MetricsRegistry* r,
   request_success_length = success->Labels({model_name, "length"});
   request_success_abort = success->Labels({model_name, "abort"});
   num_preemptions_total =
-      r->AddCounter("tessera:num_preemptions_total",
-                    "Cumulative number of preemptions from the engine.", m)
-          ->Labels(v);
+      counter("tessera:num_preemptions_total",
+              "Cumulative number of preemptions from the engine.");
   prefix_cache_queries_total =
-      r->AddCounter(
-           "tessera:prefix_cache_queries_total",
-           "Prefix cache queries, in terms of number of queried tokens.", m)
-          ->Labels(v);
+      counter("tessera:prefix_cache_queries_total",
+              "Prefix cache queries, in terms of number of queried tokens.");
   prefix_cache_hits_total =
-      r->AddCounter("tessera:prefix_cache_hits_total",
-                    "Prefix cache hits, in terms of number of cached tokens.",
-                    m)
-          ->Labels(v);
+      counter("tessera:prefix_cache_hits_total",
+              "Prefix cache hits, in terms of number of cached tokens.");
   iteration_tokens_total =
-      r->AddHistogram("tessera:iteration_tokens_total",
-                      "Histogram of number of tokens per engine_step.", m,
-                      VllmIterationTokenBuckets())
-          ->Labels(v);
-  time_to_first_token_seconds =
-      r->AddHistogram("tessera:time_to_first_token_seconds",
-                      "Histogram of time to first token in seconds.", m,
-                      VllmTtftBuckets())
-          ->Labels(v);
-  inter_token_latency_seconds =
-      r->AddHistogram("tessera:inter_token_latency_seconds",
-                      "Histogram of inter-token latency in seconds.", m,
-                      VllmInterTokenBuckets())
-          ->Labels(v);
+      histogram("tessera:iteration_tokens_total",
+                "Histogram of number of tokens per engine_step.",
+                VllmIterationTokenBuckets());
+  time_to_first_token_seconds = histogram(
+      "tessera:time_to_first_token_seconds",
+      "Histogram of time to first token in seconds.", VllmTtftBuckets());
+  inter_token_latency_seconds = histogram(
+      "tessera:inter_token_latency_seconds",
+      "Histogram of inter-token latency in seconds.", VllmInterTokenBuckets());
   e2e_request_latency_seconds =
-      r->AddHistogram("tessera:e2e_request_latency_seconds",
-                      "Histogram of e2e request latency in seconds.", m,
-                      VllmRequestLatencyBuckets())
-          ->Labels(v);
+      histogram("tessera:e2e_request_latency_seconds",
+                "Histogram of e2e request latency in seconds.",
+                VllmRequestLatencyBuckets());
   request_queue_time_seconds =
-      r->AddHistogram("tessera:request_queue_time_seconds",
-                      "Histogram of time spent in WAITING phase for request.",
-                      m, VllmRequestLatencyBuckets())
-          ->Labels(v);
-  request_prompt_tokens = r->AddHistogram("tessera:request_prompt_tokens",
-                                          "Number of prefill tokens processed.",
-                                          m, TokenCountBuckets())
-                              ->Labels(v);
+      histogram("tessera:request_queue_time_seconds",
+                "Histogram of time spent in WAITING phase for request.",
+                VllmRequestLatencyBuckets());
+  request_prompt_tokens =
+      histogram("tessera:request_prompt_tokens",
+                "Number of prefill tokens processed.", TokenCountBuckets());
   request_generation_tokens =
-      r->AddHistogram("tessera:request_generation_tokens",
-                      "Number of generation tokens processed.", m,
-                      TokenCountBuckets())
-          ->Labels(v);
+      histogram("tessera:request_generation_tokens",
+                "Number of generation tokens processed.", TokenCountBuckets());
+  engine_steps_total = counter("tessera:engine_steps_total",
+                               "Engine iterations that ran a model step.");
+  model_step_seconds_total = counter("tessera:model_step_seconds_total",
+                                     "Seconds spent executing model steps.");
+  engine_overhead_seconds_total =
+      counter("tessera:engine_overhead_seconds_total",
+              "Seconds of engine iterations spent outside the model "
+              "(scheduling, KV bookkeeping, detokenization, streaming).");
 }
 
 }  // namespace tessera

@@ -149,6 +149,12 @@ struct ServingMetrics {
   Histogram* iteration_tokens_total;
   Histogram* request_prompt_tokens;
   Histogram* request_generation_tokens;
+  // tessera's own (no vLLM equivalent): engine iterations and where their
+  // time went, so the scheduler's overhead per step can be watched (and is
+  // reported by `tessera bench serve`).
+  Counter* engine_steps_total;
+  Counter* model_step_seconds_total;       // inside ModelRunner::Step
+  Counter* engine_overhead_seconds_total;  // scheduling + bookkeeping
 };
 
 }  // namespace tessera

@@ -13,13 +13,20 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <thread>
 #include <unordered_map>
 
+#include "base/build_config.h"
 #include "base/status.h"
 #include "comm/kv_transfer.h"
 #include "fmt/format.h"
 #include "spdlog/spdlog.h"
+
+#if TESSERA_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 namespace tessera::comm::internal {
 namespace {
@@ -27,57 +34,124 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Active message ids.
-constexpr uint16_t kAmDone = 1;     // Sender → receiver: transfer landed.
-constexpr uint16_t kAmAck = 2;      // Receiver → sender: got it.
+constexpr uint16_t kAmDone = 1;     // Sender → receiver: transfers landed.
+constexpr uint16_t kAmAck = 2;      // Receiver → sender: got them.
 constexpr uint16_t kAmControl = 3;  // Either way: control message.
 
+// One transfer in a kAmDone batch (and the header of control messages).
+// The receiver echoes the entries back in its kAmAck, so the sender finds
+// each transfer by slot (no map look-up) and the generation rejects acks of
+// an earlier use of the slot.
 struct AmHeader {
   uint64_t request_id;
+  uint32_t slot;
+  uint32_t generation;
   int32_t sender;
   int32_t pad;
 };
+
+// Header of kAmDone / kAmAck; the payload is `count` AmHeader entries.
+// Notifications are self-clocked per peer: while a batch is unacknowledged,
+// transfers whose puts landed wait, and the next batch carries all of them.
+// An isolated transfer is notified at once; under load one round trip (one
+// wake-up of each side) covers many transfers.
+struct BatchHeader {
+  int32_t sender;
+  uint32_t count;
+};
+constexpr uint32_t kMaxBatch = 128;  // 3 KiB of entries: always eager.
 
 // What a rank publishes about its pool.
 struct PoolInfo {
   uint64_t base;
   int64_t block_bytes;
   int64_t num_blocks;
+  uint64_t flags;  // kPoolStaged: not directly writable (cannot receive).
+};
+constexpr uint64_t kPoolStaged = 1;
+
+// Most operations (transfers + control sends) in flight per engine.
+constexpr uint32_t kMaxOps = 16384;
+
+std::string UcsError(ucs_status_t s) { return ucs_status_string(s); }
+
+class UcxEngine;
+struct Op;
+
+// User data of UCX requests. Embedded in Op / MsgSlot: no allocation per
+// request.
+struct MsgSlot;
+struct ReqCtx {
+  enum Kind { kPut, kFlush, kAm, kMsg };
+  UcxEngine* engine = nullptr;
+  Op* op = nullptr;        // kPut, kFlush, kAm.
+  MsgSlot* msg = nullptr;  // kMsg.
+  Kind kind = kPut;
+  int peer = -1;
 };
 
-// A transfer or control send, shared between the caller (who waits) and the
-// progress thread (which completes it).
+struct Run {
+  int64_t src_block, dst_block, count;
+};
+
+struct PeerInfo {
+  std::string address;
+  PoolInfo pool{};
+  std::string rkey;
+};
+
+// A transfer or control send. Slots are allocated once and reused: a slot is
+// busy from PostTransfer until both the caller (WaitTransfer) and the
+// progress thread (no request outstanding) released it.
 struct Op {
+  // Written by the caller before posting; read-only until recycled.
   uint64_t id = 0;
   int peer = -1;
   bool is_transfer = true;
+  uint32_t slot = 0;
+  uint32_t generation = 0;
+  Clock::time_point posted;
   Clock::time_point deadline;
   std::chrono::milliseconds timeout{0};
+  std::vector<Run> runs;          // Coalesced; capacity reused.
+  std::vector<BlockCopy> sorted;  // Scratch; capacity reused.
+  std::shared_ptr<const PeerInfo> info;
   std::string payload;  // Control messages: kept alive until sent.
+  std::atomic<int> refs{0};
+
+  // Progress-thread state.
+  bool worker_owned = false;  // Between StartTransfer and the release.
+  bool in_staging = false;    // Queued in staged_queue_.
   AmHeader header{};
-  // Completion.
+  int pending_requests = 0;
+  size_t next_run = 0;        // Staged: first run of the next chunk ...
+  int64_t next_run_done = 0;  // ... and blocks of it already sent.
+  ReqCtx put_ctx, flush_ctx, am_ctx;
+
+  // Completion, shared between the caller and the progress thread.
   std::mutex mu;
   std::condition_variable cv;
-  bool done = false;
-  absl::Status status;
+  std::atomic<bool> done{false};
+  absl::Status status;  // Under mu; final once done.
 
   void Finish(absl::Status s) {
     std::lock_guard lock(mu);
-    if (done) return;
-    done = true;
+    if (done.load()) return;
     status = std::move(s);
+    done.store(true);
     cv.notify_all();
   }
-  bool finished() {
-    std::lock_guard lock(mu);
-    return done;
-  }
+  bool finished() const { return done.load(); }
 };
 
-// User data of one UCX request: keeps its Op alive until the callback.
-struct ReqCtx {
-  class UcxEngine* engine;
-  std::shared_ptr<Op> op;
-  enum Kind { kPut, kFlush, kAm } kind;
+// A kAmDone or kAmAck batch in flight (its buffers must outlive the send);
+// reused from a free list.
+struct MsgSlot {
+  BatchHeader header{};
+  std::vector<AmHeader> entries;
+  ReqCtx ctx;
+  ucp_ep_h reply_ep = nullptr;  // Acks: where to send.
+  bool is_done = false;         // A kAmDone batch (else an ack).
 };
 
 struct Peer {
@@ -86,26 +160,43 @@ struct Peer {
   PoolInfo pool{};
   bool failed = false;
   bool peer_failure_detection = true;  // Error mode PEER (force close ok).
+  // Transfers whose puts landed, waiting for the next kAmDone batch.
+  std::vector<AmHeader> done_ready;
+  bool done_in_flight = false;  // A batch is unacknowledged.
 };
-
-std::string UcsError(ucs_status_t s) { return ucs_status_string(s); }
 
 class UcxEngine final : public KvTransferEngine {
  public:
   UcxEngine(int rank, Store* store, const KvTransferOptions& options)
-      : rank_(rank), store_(store), options_(options) {}
+      : rank_(rank),
+        store_(store),
+        options_(options),
+        ops_(new std::atomic<Op*>[kMaxOps]) {
+    for (uint32_t i = 0; i < kMaxOps; ++i) ops_[i].store(nullptr);
+    transfers_.reserve(1024);
+    posted_.reserve(1024);
+    batch_.reserve(1024);
+    live_ops_.reserve(1024);
+    pending_acks_.reserve(1024);
+    ready_peers_.reserve(64);
+  }
 
   ~UcxEngine() override {
     RunOnWorker([this] { ShutdownOnWorker(); });
     stop_.store(true);
     Wake();
     if (thread_.joinable()) thread_.join();
+    // Registrations are released even when the worker is leaked: the
+    // requests stuck on it are sends to a dead shared-memory peer whose
+    // payloads are ours, and the worker never progresses again.
+    if (memh_ != nullptr) ucp_mem_unmap(context_, memh_);
+    if (staging_memh_ != nullptr) ucp_mem_unmap(context_, staging_memh_);
     if (!leak_worker_) {
-      if (memh_ != nullptr) ucp_mem_unmap(context_, memh_);
       if (worker_ != nullptr) ucp_worker_destroy(worker_);
       if (context_ != nullptr) ucp_cleanup(context_);
     }
     if (wake_fd_ >= 0) ::close(wake_fd_);
+    for (uint32_t i = 0; i < num_ops_; ++i) delete ops_[i].load();
   }
 
   absl::Status Init() {
@@ -160,22 +251,23 @@ class UcxEngine final : public KvTransferEngine {
 
   absl::StatusOr<void*> AllocatePool(int64_t block_bytes,
                                      int64_t num_blocks) override {
-    RETURN_IF_ERROR(RegisterPoolImpl(nullptr, block_bytes, num_blocks));
+    RETURN_IF_ERROR(
+        RegisterPoolImpl(nullptr, block_bytes, num_blocks, PoolMemory::kHost));
     return reinterpret_cast<void*>(pool_.base);
   }
 
-  absl::Status RegisterPool(void* base, int64_t block_bytes,
-                            int64_t num_blocks) override {
+  absl::Status RegisterPool(void* base, int64_t block_bytes, int64_t num_blocks,
+                            PoolMemory memory) override {
     if (base == nullptr) {
       return absl::InvalidArgumentError("RegisterPool needs a buffer");
     }
-    return RegisterPoolImpl(base, block_bytes, num_blocks);
+    return RegisterPoolImpl(base, block_bytes, num_blocks, memory);
   }
 
   // base == nullptr: UCX allocates the pool (shared-memory segments, so
   // shm puts are plain copies into the peer's mapping).
   absl::Status RegisterPoolImpl(void* base, int64_t block_bytes,
-                                int64_t num_blocks) {
+                                int64_t num_blocks, PoolMemory memory) {
     if (block_bytes <= 0 || num_blocks <= 0) {
       return absl::InvalidArgumentError(
           "RegisterPool needs a buffer, block_bytes > 0 and num_blocks > 0");
@@ -183,45 +275,75 @@ class UcxEngine final : public KvTransferEngine {
     if (num_blocks > INT64_MAX / block_bytes) {
       return absl::InvalidArgumentError("RegisterPool: size overflows");
     }
+#if !TESSERA_HAVE_CUDA
+    if (memory == PoolMemory::kCuda) {
+      return absl::UnimplementedError(
+          "CUDA KV pool: tessera was built without CUDA");
+    }
+#endif
+    // Stage when asked to, or for CUDA memory UCX cannot register.
+    const bool staged =
+        base != nullptr &&
+        (options_.force_staging || (memory == PoolMemory::kCuda && !cuda_));
+    if (staged && options_.staging_blocks <= 0) {
+      return absl::InvalidArgumentError("staging_blocks must be > 0");
+    }
     std::string packed;
     absl::Status status;
     RunOnWorker([&] {
-      if (memh_ != nullptr) {
+      if (memh_ != nullptr || staging_memh_ != nullptr) {
         status = absl::FailedPreconditionError("pool already registered");
         return;
       }
+      // A staged pool registers only its staging buffer (UCX-allocated
+      // host memory); the pool itself is read with PoolCopy.
       ucp_mem_map_params_t mp{};
       mp.field_mask =
           UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-      mp.address = base;
-      mp.length = static_cast<size_t>(block_bytes * num_blocks);
-      if (base == nullptr) {
+      mp.address = staged ? nullptr : base;
+      mp.length = static_cast<size_t>(
+          block_bytes * (staged ? std::min(options_.staging_blocks, num_blocks)
+                                : num_blocks));
+      if (mp.address == nullptr) {
         mp.field_mask |= UCP_MEM_MAP_PARAM_FIELD_FLAGS;
         mp.flags = UCP_MEM_MAP_ALLOCATE;
+      } else if (memory == PoolMemory::kCuda) {
+        mp.field_mask |= UCP_MEM_MAP_PARAM_FIELD_MEMORY_TYPE;
+        mp.memory_type = UCS_MEMORY_TYPE_CUDA;
       }
-      ucs_status_t s = ucp_mem_map(context_, &mp, &memh_);
+      ucp_mem_h memh = nullptr;
+      ucs_status_t s = ucp_mem_map(context_, &mp, &memh);
       if (s != UCS_OK) {
-        memh_ = nullptr;
         status = absl::ResourceExhaustedError("ucp_mem_map: " + UcsError(s));
         return;
       }
-      if (base == nullptr) {
+      void* mapped = mp.address;
+      if (mapped == nullptr) {
         ucp_mem_attr_t attr{};
         attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS;
-        ucp_mem_query(memh_, &attr);
-        base = attr.address;
-        std::memset(base, 0, mp.length);
+        ucp_mem_query(memh, &attr);
+        mapped = attr.address;
+        std::memset(mapped, 0, mp.length);
       }
       void* rkey = nullptr;
       size_t rkey_len = 0;
-      s = ucp_rkey_pack(context_, memh_, &rkey, &rkey_len);
+      s = ucp_rkey_pack(context_, memh, &rkey, &rkey_len);
       if (s != UCS_OK) {
-        ucp_mem_unmap(context_, memh_);
-        memh_ = nullptr;
+        ucp_mem_unmap(context_, memh);
         status = absl::InternalError("ucp_rkey_pack: " + UcsError(s));
         return;
       }
-      PoolInfo info{reinterpret_cast<uint64_t>(base), block_bytes, num_blocks};
+      if (staged) {
+        staging_memh_ = memh;
+        staging_ = static_cast<char*>(mapped);
+        staging_blocks_ = static_cast<int64_t>(mp.length) / block_bytes;
+        pool_memory_ = memory;
+      } else {
+        memh_ = memh;
+        base = mapped;
+      }
+      PoolInfo info{reinterpret_cast<uint64_t>(base), block_bytes, num_blocks,
+                    staged ? kPoolStaged : 0};
       packed.assign(reinterpret_cast<const char*>(&info), sizeof(info));
       packed.append(static_cast<const char*>(rkey), rkey_len);
       ucp_rkey_buffer_release(rkey);
@@ -231,80 +353,95 @@ class UcxEngine final : public KvTransferEngine {
     return store_->Set(Key(rank_, "pool"), packed);
   }
 
-  absl::Status Transfer(int peer, uint64_t request_id,
-                        std::span<const BlockCopy> blocks,
-                        std::chrono::milliseconds timeout) override {
+  absl::Status PostTransfer(int peer, uint64_t request_id,
+                            std::span<const BlockCopy> blocks,
+                            std::chrono::milliseconds timeout) override {
+    const auto posted = Clock::now();
     if (pool_.num_blocks == 0) {
       return absl::FailedPreconditionError(
           "Transfer before RegisterPool on this engine");
     }
     if (peer < 0) return absl::InvalidArgumentError("bad peer rank");
-    ASSIGN_OR_RETURN(PeerInfo info,
+    ASSIGN_OR_RETURN(std::shared_ptr<const PeerInfo> info,
                      LookupPeer(peer, /*need_pool=*/true, timeout));
-    // Validate and coalesce: sort by source, merge runs adjacent on both
-    // sides. Runs are (src offset, dst addr, bytes).
-    std::vector<BlockCopy> sorted(blocks.begin(), blocks.end());
-    for (const BlockCopy& b : sorted) {
+    const PoolInfo& remote = info->pool;
+    if (remote.flags & kPoolStaged) {
+      return absl::UnimplementedError(fmt::format(
+          "rank {}'s KV pool is staged (CUDA memory without UCX CUDA "
+          "support): it can send but not receive",
+          peer));
+    }
+    if (remote.block_bytes != pool_.block_bytes) {
+      return absl::InvalidArgumentError(
+          fmt::format("block size differs: {} here, {} on rank {}",
+                      pool_.block_bytes, remote.block_bytes, peer));
+    }
+    for (const BlockCopy& b : blocks) {
       if (b.src_block < 0 || b.src_block >= pool_.num_blocks ||
-          b.dst_block < 0 || b.dst_block >= info.pool.num_blocks) {
+          b.dst_block < 0 || b.dst_block >= remote.num_blocks) {
         return absl::InvalidArgumentError(fmt::format(
             "block copy {} -> {} is outside the pools ({} local, {} on rank "
             "{})",
-            b.src_block, b.dst_block, pool_.num_blocks, info.pool.num_blocks,
+            b.src_block, b.dst_block, pool_.num_blocks, remote.num_blocks,
             peer));
       }
     }
-    if (info.pool.block_bytes != pool_.block_bytes) {
-      return absl::InvalidArgumentError(
-          fmt::format("block size differs: {} here, {} on rank {}",
-                      pool_.block_bytes, info.pool.block_bytes, peer));
-    }
-    std::sort(sorted.begin(), sorted.end(),
+    ASSIGN_OR_RETURN(Op * op, AcquireOp(request_id));
+    op->peer = peer;
+    op->is_transfer = true;
+    op->posted = posted;
+    op->timeout = timeout;
+    op->deadline = posted + timeout;
+    op->info = std::move(info);
+    // Coalesce: sort by source, merge runs adjacent on both sides.
+    op->sorted.assign(blocks.begin(), blocks.end());
+    std::sort(op->sorted.begin(), op->sorted.end(),
               [](const BlockCopy& a, const BlockCopy& b) {
                 return a.src_block < b.src_block;
               });
-    auto runs = std::make_shared<std::vector<Run>>();
-    for (const BlockCopy& b : sorted) {
-      if (!runs->empty() &&
-          runs->back().src_block + runs->back().count == b.src_block &&
-          runs->back().dst_block + runs->back().count == b.dst_block) {
-        ++runs->back().count;
+    op->runs.clear();
+    for (const BlockCopy& b : op->sorted) {
+      if (!op->runs.empty() &&
+          op->runs.back().src_block + op->runs.back().count == b.src_block &&
+          op->runs.back().dst_block + op->runs.back().count == b.dst_block) {
+        ++op->runs.back().count;
       } else {
-        runs->push_back({b.src_block, b.dst_block, 1});
+        op->runs.push_back({b.src_block, b.dst_block, 1});
       }
     }
-
-    auto op = std::make_shared<Op>();
-    op->id = request_id;
-    op->peer = peer;
-    op->timeout = timeout;
-    op->deadline = Clock::now() + timeout;
-    {
-      std::lock_guard lock(ops_mu_);
-      if (!transfers_.emplace(request_id, op).second) {
-        return absl::InvalidArgumentError(
-            fmt::format("transfer {} is already in flight", request_id));
-      }
-    }
-    Post([this, op, runs, info] { StartTransfer(op, *runs, info); });
-    absl::Status s = WaitOp(*op);
-    std::lock_guard lock(ops_mu_);
-    transfers_.erase(request_id);
-    return s;
+    PostOp(op);
+    return absl::OkStatus();
   }
 
-  absl::Status Cancel(uint64_t request_id) override {
-    std::shared_ptr<Op> op;
+  absl::Status WaitTransfer(uint64_t request_id) override {
+    Op* op = nullptr;
     {
       std::lock_guard lock(ops_mu_);
       auto it = transfers_.find(request_id);
       if (it == transfers_.end()) {
         return absl::NotFoundError(
-            fmt::format("no transfer {} in flight", request_id));
+            fmt::format("no transfer {} posted", request_id));
       }
       op = it->second;
     }
-    op->Finish(
+    absl::Status s = WaitOp(*op);
+    {
+      std::lock_guard lock(ops_mu_);
+      auto node = transfers_.extract(request_id);
+      if (!node.empty()) spare_nodes_.push_back(std::move(node));
+    }
+    ReleaseOp(op);
+    return s;
+  }
+
+  absl::Status Cancel(uint64_t request_id) override {
+    std::lock_guard lock(ops_mu_);
+    auto it = transfers_.find(request_id);
+    if (it == transfers_.end()) {
+      return absl::NotFoundError(
+          fmt::format("no transfer {} in flight", request_id));
+    }
+    it->second->Finish(
         absl::CancelledError(fmt::format("transfer {} cancelled", request_id)));
     return absl::OkStatus();
   }
@@ -329,22 +466,28 @@ class UcxEngine final : public KvTransferEngine {
           fmt::format("control message of {} bytes exceeds {}", payload.size(),
                       kMaxControlBytes));
     }
-    ASSIGN_OR_RETURN(PeerInfo info,
+    const auto posted = Clock::now();
+    ASSIGN_OR_RETURN(std::shared_ptr<const PeerInfo> info,
                      LookupPeer(peer, /*need_pool=*/false, timeout));
-    auto op = std::make_shared<Op>();
+    ASSIGN_OR_RETURN(Op * op, AcquireOp(std::nullopt));
     op->is_transfer = false;
     op->peer = peer;
+    op->posted = posted;
     op->timeout = timeout;
-    op->deadline = Clock::now() + timeout;
-    op->payload = std::string(payload);
-    Post([this, op, info] { StartControl(op, info); });
-    return WaitOp(*op);
+    op->deadline = posted + timeout;
+    op->info = std::move(info);
+    op->payload.assign(payload.data(), payload.size());
+    PostOp(op);
+    absl::Status s = WaitOp(*op);
+    ReleaseOp(op);
+    return s;
   }
 
   absl::StatusOr<ControlMessage> WaitControl(
       std::chrono::milliseconds timeout) override {
     std::unique_lock lock(rx_mu_);
-    if (!rx_cv_.wait_for(lock, timeout, [&] { return !controls_.empty(); })) {
+    if (!control_cv_.wait_for(lock, timeout,
+                              [&] { return !controls_.empty(); })) {
       return absl::DeadlineExceededError(fmt::format(
           "no control message arrived within {} ms", timeout.count()));
     }
@@ -355,57 +498,115 @@ class UcxEngine final : public KvTransferEngine {
 
   bool SupportsCudaMemory() const override { return cuda_; }
 
+  KvTransferStats Stats() const override {
+    std::lock_guard lock(stats_mu_);
+    return stats_;
+  }
+
   // --- UCX callbacks (progress thread) ---
-  void OnRequestDone(ReqCtx* ctx, ucs_status_t status, void* request) {
-    std::unique_ptr<ReqCtx> owned(ctx);
-    ucp_request_free(request);
+  void OnRequestDone(ReqCtx* ctx, ucs_status_t status) {
     --outstanding_requests_;
-    --outstanding_by_peer_[ctx->op->peer];
-    Op& op = *ctx->op;
-    if (status != UCS_OK) {
-      op.Finish(absl::UnavailableError(
-          fmt::format("rank {} unreachable: {}", op.peer, UcsError(status))));
+    --outstanding_by_peer_[ctx->peer];
+    if (ctx->kind == ReqCtx::kMsg) {
+      if (status != UCS_OK && ctx->msg->is_done) {
+        FinishEntries(ctx->msg->entries, absl::UnavailableError(fmt::format(
+                                             "rank {} unreachable: {}",
+                                             ctx->peer, UcsError(status))));
+      }
+      free_msgs_.push_back(ctx->msg);
       return;
     }
-    if (ctx->kind == ReqCtx::kFlush) SendDone(ctx->op);
-    if (ctx->kind == ReqCtx::kAm && !op.is_transfer)
-      op.Finish(absl::OkStatus());
+    Op& op = *ctx->op;
+    --op.pending_requests;
+    Complete(ctx, status);
   }
 
  private:
-  struct Run {
-    int64_t src_block, dst_block, count;
-  };
-  struct PeerInfo {
-    std::string address;
-    PoolInfo pool{};
-    std::string rkey;
-  };
-
   std::string Key(int rank, const char* what) const {
     return fmt::format("{}/{}/{}", options_.store_prefix, rank, what);
   }
 
+  // --- Op slots (caller threads) ---
+
+  // A free slot, registered under `request_id` (transfers) so WaitTransfer
+  // and Cancel find it. No allocation once the slots and map nodes exist.
+  absl::StatusOr<Op*> AcquireOp(std::optional<uint64_t> request_id) {
+    std::lock_guard lock(ops_mu_);
+    if (request_id) {
+      if (transfers_.count(*request_id) != 0) {
+        return absl::InvalidArgumentError(
+            fmt::format("transfer {} is already in flight", *request_id));
+      }
+    }
+    Op* op = nullptr;
+    if (!free_ops_.empty()) {
+      op = free_ops_.back();
+      free_ops_.pop_back();
+    } else {
+      if (num_ops_ == kMaxOps) {
+        return absl::ResourceExhaustedError(fmt::format(
+            "more than {} KV transfers in flight on this engine", kMaxOps));
+      }
+      op = new Op;
+      op->slot = num_ops_;
+      op->put_ctx = {this, op, nullptr, ReqCtx::kPut, -1};
+      op->flush_ctx = {this, op, nullptr, ReqCtx::kFlush, -1};
+      op->am_ctx = {this, op, nullptr, ReqCtx::kAm, -1};
+      ops_[num_ops_].store(op);
+      ++num_ops_;
+      if (free_ops_.capacity() < num_ops_) free_ops_.reserve(2 * num_ops_);
+    }
+    // Neither the progress thread nor a waiter references a free slot.
+    ++op->generation;
+    op->id = request_id.value_or(0);
+    op->refs.store(2);  // The caller and the progress thread.
+    op->done.store(false);
+    op->status = absl::OkStatus();
+    op->pending_requests = 0;
+    op->next_run = 0;
+    op->next_run_done = 0;
+    if (request_id) {
+      if (!spare_nodes_.empty()) {
+        auto node = std::move(spare_nodes_.back());
+        spare_nodes_.pop_back();
+        node.key() = *request_id;
+        node.mapped() = op;
+        transfers_.insert(std::move(node));
+      } else {
+        transfers_.emplace(*request_id, op);
+      }
+    }
+    return op;
+  }
+
+  // Drops one of the two references; the last one frees the slot.
+  void ReleaseOp(Op* op) {
+    if (op->refs.fetch_sub(1) != 1) return;
+    op->info.reset();
+    std::lock_guard lock(ops_mu_);
+    free_ops_.push_back(op);
+  }
+
   // Reads (once) the peer's worker address and pool key from the store,
   // waiting at most min(timeout, lookup_timeout).
-  absl::StatusOr<PeerInfo> LookupPeer(int peer, bool need_pool,
-                                      std::chrono::milliseconds timeout) {
+  absl::StatusOr<std::shared_ptr<const PeerInfo>> LookupPeer(
+      int peer, bool need_pool, std::chrono::milliseconds timeout) {
     const auto wait = std::min(timeout, options_.lookup_timeout);
     {
       std::lock_guard lock(peers_mu_);
       auto it = peer_info_.find(peer);
-      if (it != peer_info_.end() && (!need_pool || !it->second.rkey.empty())) {
+      if (it != peer_info_.end() && (!need_pool || !it->second->rkey.empty())) {
         return it->second;
       }
     }
-    PeerInfo info;
+    auto info = std::make_shared<PeerInfo>();
     auto addr = store_->Get(Key(peer, "worker"), wait);
     if (!addr.ok()) {
       return absl::UnavailableError(
           fmt::format("rank {} has no KV transfer engine: {}", peer,
                       std::string(addr.status().message())));
     }
-    info.address = *std::move(addr);
+    info->address = *std::move(addr);
     if (need_pool) {
       auto pool = store_->Get(Key(peer, "pool"), wait);
       if (!pool.ok()) {
@@ -417,12 +618,12 @@ class UcxEngine final : public KvTransferEngine {
         return absl::InvalidArgumentError(
             fmt::format("rank {} published a malformed pool key", peer));
       }
-      std::memcpy(&info.pool, pool->data(), sizeof(PoolInfo));
-      info.rkey = pool->substr(sizeof(PoolInfo));
+      std::memcpy(&info->pool, pool->data(), sizeof(PoolInfo));
+      info->rkey = pool->substr(sizeof(PoolInfo));
     }
     std::lock_guard lock(peers_mu_);
     peer_info_[peer] = info;
-    return info;
+    return std::shared_ptr<const PeerInfo>(std::move(info));
   }
 
   absl::Status WaitOp(Op& op) {
@@ -430,7 +631,7 @@ class UcxEngine final : public KvTransferEngine {
     // against a wedged progress thread.
     std::unique_lock lock(op.mu);
     if (!op.cv.wait_until(lock, op.deadline + std::chrono::seconds(2),
-                          [&] { return op.done; })) {
+                          [&] { return op.done.load(); })) {
       return absl::UnavailableError(fmt::format(
           "rank {}: no progress within {} ms", op.peer, op.timeout.count()));
     }
@@ -468,31 +669,102 @@ class UcxEngine final : public KvTransferEngine {
   }
 
   // --- Receiver side AM handlers (progress thread) ---
-  ucs_status_t OnDoneAm(const void* header, size_t header_length, void*, size_t,
-                        const ucp_am_recv_param_t* param) {
-    if (header_length != sizeof(AmHeader)) return UCS_OK;  // Malformed.
-    AmHeader h;
-    std::memcpy(&h, header, sizeof(h));
-    if (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) {
-      pending_acks_.push_back({param->reply_ep, h});
+  // The batch's entries, or nullptr if malformed.
+  static const AmHeader* ParseBatch(const void* header, size_t header_length,
+                                    const void* data, size_t length,
+                                    const ucp_am_recv_param_t* param,
+                                    BatchHeader* h) {
+    if (header_length != sizeof(BatchHeader) ||
+        (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
+      return nullptr;
     }
+    std::memcpy(h, header, sizeof(*h));
+    if (h->count == 0 || h->count > kMaxBatch ||
+        length != h->count * sizeof(AmHeader)) {
+      return nullptr;
+    }
+    return static_cast<const AmHeader*>(data);
+  }
+
+  MsgSlot* GetMsgSlot() {
+    if (free_msgs_.empty()) {
+      msgs_.push_back(std::make_unique<MsgSlot>());
+      msgs_.back()->entries.reserve(kMaxBatch);
+      return msgs_.back().get();
+    }
+    MsgSlot* m = free_msgs_.back();
+    free_msgs_.pop_back();
+    return m;
+  }
+
+  ucs_status_t OnDoneAm(const void* header, size_t header_length, void* data,
+                        size_t length, const ucp_am_recv_param_t* param) {
+    BatchHeader h;
+    const AmHeader* e =
+        ParseBatch(header, header_length, data, length, param, &h);
+    if (e == nullptr) return UCS_OK;  // Malformed: dropped.
     {
       std::lock_guard lock(rx_mu_);
-      completions_.push_back({h.sender, h.request_id});
+      for (uint32_t i = 0; i < h.count; ++i) {
+        AmHeader entry;
+        std::memcpy(&entry, e + i, sizeof(entry));
+        completions_.push_back({h.sender, entry.request_id});
+      }
     }
     rx_cv_.notify_all();
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) {
+      // Echo the entries back (sent after this progress pass).
+      MsgSlot* ack = GetMsgSlot();
+      ack->is_done = false;
+      ack->reply_ep = param->reply_ep;
+      ack->header = {rank_, h.count};
+      ack->entries.resize(h.count);
+      std::memcpy(ack->entries.data(), e, h.count * sizeof(AmHeader));
+      ack->ctx = {this, nullptr, ack, ReqCtx::kMsg, h.sender};
+      pending_acks_.push_back(ack);
+    }
     return UCS_OK;
   }
 
-  ucs_status_t OnAckAm(const void* header, size_t header_length, void*, size_t,
-                       const ucp_am_recv_param_t*) {
-    if (header_length != sizeof(AmHeader)) return UCS_OK;
-    AmHeader h;
-    std::memcpy(&h, header, sizeof(h));
-    auto it = awaiting_ack_.find(h.request_id);
-    if (it != awaiting_ack_.end()) {
-      it->second->Finish(absl::OkStatus());
-      awaiting_ack_.erase(it);
+  // Finishes the transfers named by `entries` that are still ours.
+  void FinishEntries(const std::vector<AmHeader>& entries,
+                     const absl::Status& status) {
+    for (const AmHeader& e : entries) FinishEntry(e, status);
+  }
+  // Whether the entry names one of our transfers still in flight.
+  bool IsLive(const AmHeader& e) const {
+    if (e.slot >= kMaxOps) return false;
+    const Op* op = ops_[e.slot].load();
+    return op != nullptr && op->worker_owned &&
+           op->generation == e.generation && op->id == e.request_id &&
+           op->is_transfer && !op->finished();
+  }
+  void FinishEntry(const AmHeader& e, const absl::Status& status) {
+    if (e.slot >= kMaxOps) return;
+    Op* op = ops_[e.slot].load();
+    // While worker_owned the slot cannot be reused, so its fields are
+    // stable; a late ack of an earlier use has another generation.
+    if (op != nullptr && op->worker_owned && op->generation == e.generation &&
+        op->id == e.request_id && op->is_transfer) {
+      op->Finish(status);
+    }
+  }
+
+  ucs_status_t OnAckAm(const void* header, size_t header_length, void* data,
+                       size_t length, const ucp_am_recv_param_t* param) {
+    BatchHeader h;
+    const AmHeader* e =
+        ParseBatch(header, header_length, data, length, param, &h);
+    if (e == nullptr) return UCS_OK;
+    for (uint32_t i = 0; i < h.count; ++i) {
+      AmHeader entry;
+      std::memcpy(&entry, e + i, sizeof(entry));
+      FinishEntry(entry, absl::OkStatus());
+    }
+    auto it = peers_.find(h.sender);
+    if (it != peers_.end()) {
+      it->second.done_in_flight = false;
+      if (!it->second.done_ready.empty()) ready_peers_.push_back(h.sender);
     }
     return UCS_OK;
   }
@@ -510,11 +782,22 @@ class UcxEngine final : public KvTransferEngine {
       controls_.push_back(
           {h.sender, std::string(static_cast<const char*>(data), length)});
     }
-    rx_cv_.notify_all();
+    control_cv_.notify_all();
     return UCS_OK;
   }
 
   // --- Progress thread ---
+
+  // Hands a transfer or control op to the progress thread; wakes it only if
+  // it sleeps (a busy thread picks it up on its next pass).
+  void PostOp(Op* op) {
+    {
+      std::lock_guard lock(cmd_mu_);
+      posted_.push_back(op);
+    }
+    if (sleeping_.load()) Wake();
+  }
+
   void Post(std::function<void()> fn) {
     {
       std::lock_guard lock(cmd_mu_);
@@ -546,6 +829,11 @@ class UcxEngine final : public KvTransferEngine {
     [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
   }
 
+  bool HasCommands() {
+    std::lock_guard lock(cmd_mu_);
+    return !posted_.empty() || !commands_.empty();
+  }
+
   void ProgressLoop() {
     auto last_activity = Clock::now();
     while (!stop_.load()) {
@@ -553,22 +841,34 @@ class UcxEngine final : public KvTransferEngine {
       while (ucp_worker_progress(worker_) != 0) busy = true;
       busy |= RunCommands();
       busy |= SendPendingAcks();
+      busy |= SendDoneBatches();
       busy |= ProcessFailures();
       busy |= CheckDeadlines();
+      busy |= PumpStaging();
       const auto now = Clock::now();
-      if (busy) last_activity = now;
+      if (busy) {
+        last_activity = now;
+        continue;  // One more pass before sleeping: more may be ready.
+      }
       // Spin while work is in flight or was recent (latency); sleep on the
       // event fds otherwise (the host is shared).
-      if ((outstanding_requests_ > 0 || !awaiting_ack_.empty() ||
+      if ((outstanding_requests_ > 0 || !live_ops_.empty() ||
            now - last_activity < options_.busy_poll) &&
           options_.busy_poll.count() > 0) {
         continue;
       }
-      if (ucp_worker_arm(worker_) == UCS_ERR_BUSY) continue;
+      // Posters wake us only while sleeping_ is set; set it before the last
+      // look at the queue so a post cannot slip between the two.
+      sleeping_.store(true);
+      if (HasCommands() || ucp_worker_arm(worker_) == UCS_ERR_BUSY) {
+        sleeping_.store(false);
+        continue;
+      }
       pollfd fds[2] = {{worker_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
       // Not every transport signals the event fd for every arrival (shared
       // memory in UCX 1.13 may not), so sleep briefly rather than long.
       ::poll(fds, 2, options_.nap_ms);
+      sleeping_.store(false);
       if (fds[1].revents & POLLIN) {
         uint64_t v;
         [[maybe_unused]] ssize_t n = ::read(wake_fd_, &v, sizeof(v));
@@ -577,75 +877,156 @@ class UcxEngine final : public KvTransferEngine {
   }
 
   bool RunCommands() {
-    std::deque<std::function<void()>> cmds;
     {
       std::lock_guard lock(cmd_mu_);
-      cmds.swap(commands_);
+      if (posted_.empty() && commands_.empty()) return false;
+      batch_.swap(posted_);
+      cmds_.swap(commands_);
     }
-    for (auto& c : cmds) c();
-    return !cmds.empty();
+    for (Op* op : batch_) {
+      if (op->is_transfer) {
+        StartTransfer(op);
+      } else {
+        StartControl(op);
+      }
+    }
+    batch_.clear();
+    for (auto& c : cmds_) c();
+    cmds_.clear();
+    return true;
   }
 
   bool SendPendingAcks() {
     if (pending_acks_.empty()) return false;
-    auto acks = std::move(pending_acks_);
-    pending_acks_.clear();
-    for (auto& [ep, h] : acks) {
-      AmHeader reply = h;
-      reply.sender = rank_;
-      ucp_request_param_t rp{};
-      rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    for (MsgSlot* ack : pending_acks_) {
+      ucp_request_param_t rp = Params(&ack->ctx, UCP_OP_ATTR_FIELD_FLAGS);
       rp.flags = UCP_AM_SEND_FLAG_EAGER;
-      // The header is copied by UCX before returning (header is inline).
-      ucs_status_ptr_t req =
-          ucp_am_send_nbx(ep, kAmAck, &reply, sizeof(reply), nullptr, 0, &rp);
+      ucs_status_ptr_t req = ucp_am_send_nbx(
+          ack->reply_ep, kAmAck, &ack->header, sizeof(ack->header),
+          ack->entries.data(), ack->entries.size() * sizeof(AmHeader), &rp);
       if (UCS_PTR_IS_PTR(req)) {
-        // Let it complete in the background.
-        ucp_request_free(req);
+        ++outstanding_requests_;
+        ++outstanding_by_peer_[ack->ctx.peer];
+      } else {
+        free_msgs_.push_back(ack);  // Sent (or failed: the sender times out).
       }
     }
+    pending_acks_.clear();
     return true;
   }
 
-  bool CheckDeadlines() {
-    if (awaiting_ack_.empty() && live_ops_.empty()) return false;
-    const auto now = Clock::now();
-    std::vector<int> lost;
-    for (auto it = live_ops_.begin(); it != live_ops_.end();) {
-      Op& op = **it;
-      if (op.finished()) {
-        it = live_ops_.erase(it);
+  // Transfers whose puts landed: queued for their peer's next batch.
+  void QueueDone(Op* op) {
+    if (op->finished()) return;
+    auto it = peers_.find(op->peer);
+    if (it == peers_.end() || it->second.ep == nullptr) {
+      op->Finish(absl::UnavailableError(
+          fmt::format("rank {} lost before completion", op->peer)));
+      return;
+    }
+    Peer& p = it->second;
+    if (p.done_ready.empty() && !p.done_in_flight) {
+      ready_peers_.push_back(op->peer);
+    }
+    p.done_ready.push_back(
+        AmHeader{op->id, op->slot, op->generation, rank_, 0});
+  }
+
+  // One kAmDone batch to every ready peer with none unacknowledged.
+  bool SendDoneBatches() {
+    if (ready_peers_.empty()) return false;
+    for (int rank : ready_peers_) {
+      auto it = peers_.find(rank);
+      if (it == peers_.end()) continue;
+      Peer& p = it->second;
+      if (p.done_in_flight || p.done_ready.empty() || p.ep == nullptr) {
         continue;
       }
-      if (now >= op.deadline) {
-        op.Finish(absl::UnavailableError(fmt::format(
+      // Transfers cancelled (or timed out) meanwhile are not announced.
+      MsgSlot* m = GetMsgSlot();
+      m->entries.clear();
+      size_t taken = 0;
+      for (; taken < p.done_ready.size() && m->entries.size() < kMaxBatch;
+           ++taken) {
+        if (IsLive(p.done_ready[taken])) {
+          m->entries.push_back(p.done_ready[taken]);
+        }
+      }
+      p.done_ready.erase(p.done_ready.begin(), p.done_ready.begin() + taken);
+      const size_t n = m->entries.size();
+      if (n == 0) {
+        free_msgs_.push_back(m);
+        continue;
+      }
+      m->is_done = true;
+      m->header = {rank_, static_cast<uint32_t>(n)};
+      m->ctx = {this, nullptr, m, ReqCtx::kMsg, rank};
+      ucp_request_param_t rp = Params(&m->ctx, UCP_OP_ATTR_FIELD_FLAGS);
+      rp.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
+      ucs_status_ptr_t req =
+          ucp_am_send_nbx(p.ep, kAmDone, &m->header, sizeof(m->header),
+                          m->entries.data(), n * sizeof(AmHeader), &rp);
+      if (UCS_PTR_IS_ERR(req)) {
+        FinishEntries(m->entries,
+                      absl::UnavailableError(fmt::format(
+                          "completion message to rank {} failed: {}", rank,
+                          UcsError(UCS_PTR_STATUS(req)))));
+        free_msgs_.push_back(m);
+        continue;
+      }
+      p.done_in_flight = true;
+      {
+        std::lock_guard lock(stats_mu_);
+        ++stats_.notifications;
+      }
+      if (UCS_PTR_IS_PTR(req)) {
+        ++outstanding_requests_;
+        ++outstanding_by_peer_[rank];
+      } else {
+        free_msgs_.push_back(m);
+      }
+    }
+    ready_peers_.clear();
+    return true;
+  }
+
+  // Finishes ops past their deadline and releases the progress thread's
+  // reference of finished ops with no request outstanding.
+  bool CheckDeadlines() {
+    if (live_ops_.empty()) return false;
+    const auto now = Clock::now();
+    bool lost_any = false;
+    for (size_t i = 0; i < live_ops_.size();) {
+      Op* op = live_ops_[i];
+      bool done = op->finished();
+      if (!done && now >= op->deadline) {
+        op->Finish(absl::UnavailableError(fmt::format(
             "rank {} did not complete {} {} within {} ms (peer presumed "
             "lost)",
-            op.peer, op.is_transfer ? "transfer" : "control message", op.id,
-            op.timeout.count())));
-        lost.push_back(op.peer);
-        it = live_ops_.erase(it);
+            op->peer, op->is_transfer ? "transfer" : "control message", op->id,
+            op->timeout.count())));
+        lost_.push_back(op->peer);
+        lost_any = true;
+        done = true;
+      }
+      if (done && op->pending_requests == 0 && !op->in_staging) {
+        live_ops_[i] = live_ops_.back();
+        live_ops_.pop_back();
+        op->worker_owned = false;
+        ReleaseOp(op);
         continue;
       }
-      ++it;
+      ++i;
     }
-    for (auto it = awaiting_ack_.begin(); it != awaiting_ack_.end();) {
-      if (it->second->finished()) {
-        it = awaiting_ack_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    for (int p : lost) ClosePeer(p, /*force=*/true);
-    return !lost.empty();
+    for (int p : lost_) ClosePeer(p, /*force=*/true);
+    lost_.clear();
+    return lost_any;
   }
 
   bool ProcessFailures() {
     if (!ep_error_) return false;
     ep_error_ = false;
-    // Find eps in error state: UCX has no query for it in 1.13, so every
-    // peer with live ops or errors is probed via a zero-cost flag set in the
-    // per-peer error callback below.
+    // The per-peer error callback below flags the failed peers.
     std::vector<int> failed;
     for (auto& [rank, p] : peers_) {
       if (p.failed) failed.push_back(rank);
@@ -659,7 +1040,7 @@ class UcxEngine final : public KvTransferEngine {
   }
 
   void FailPeerOps(int peer, const absl::Status& s) {
-    for (auto& op : live_ops_) {
+    for (Op* op : live_ops_) {
       if (op->peer == peer) op->Finish(s);
     }
   }
@@ -669,9 +1050,14 @@ class UcxEngine final : public KvTransferEngine {
     int peer;
   };
 
-  absl::StatusOr<Peer*> GetPeer(int peer, const PeerInfo& info) {
+  // The connected peer (endpoint + unpacked rkey, cached); `connected` says
+  // whether this call had to set them up.
+  absl::StatusOr<Peer*> GetPeer(int peer, const PeerInfo& info,
+                                bool* connected) {
     Peer& p = peers_[peer];
+    *connected = false;
     if (p.ep == nullptr) {
+      *connected = true;
       auto* arg = new ErrArg{this, peer};
       err_args_.emplace_back(arg);
       ucp_ep_params_t ep{};
@@ -710,6 +1096,7 @@ class UcxEngine final : public KvTransferEngine {
       p.failed = false;
     }
     if (p.rkey == nullptr && !info.rkey.empty()) {
+      *connected = true;
       ucs_status_t s = ucp_ep_rkey_unpack(p.ep, info.rkey.data(), &p.rkey);
       if (s != UCS_OK) {
         p.rkey = nullptr;
@@ -748,108 +1135,248 @@ class UcxEngine final : public KvTransferEngine {
     rp.op_attr_mask =
         UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | extra_mask;
     rp.user_data = ctx;
+    rp.cb.send = &UcxEngine::SendCb;
     return rp;
   }
 
   static void SendCb(void* request, ucs_status_t status, void* user_data) {
     auto* ctx = static_cast<ReqCtx*>(user_data);
-    ctx->engine->OnRequestDone(ctx, status, request);
+    ucp_request_free(request);
+    ctx->engine->OnRequestDone(ctx, status);
+  }
+
+  // What a completed request of an op leads to (in place or by callback).
+  void Complete(ReqCtx* ctx, ucs_status_t status) {
+    Op* op = ctx->op;
+    if (status != UCS_OK) {
+      op->Finish(absl::UnavailableError(
+          fmt::format("rank {} unreachable: {}", op->peer, UcsError(status))));
+    }
+    if (ctx->kind == ReqCtx::kFlush) {
+      if (op->in_staging) {
+        chunk_in_flight_ = false;  // PumpStaging goes on.
+      } else if (status == UCS_OK) {
+        QueueDone(op);
+      }
+    }
+    if (ctx->kind == ReqCtx::kAm && !op->is_transfer && status == UCS_OK) {
+      op->Finish(absl::OkStatus());
+    }
   }
 
   // Tracks a request returned by an _nbx call; false on immediate error.
   bool Track(ucs_status_ptr_t req, ReqCtx* ctx, const char* what) {
     if (req == nullptr) {  // Completed in place; no callback.
-      std::shared_ptr<Op> op = ctx->op;
-      const auto kind = ctx->kind;
-      delete ctx;
-      if (kind == ReqCtx::kFlush) SendDone(op);
-      if (kind == ReqCtx::kAm && !op->is_transfer) op->Finish(absl::OkStatus());
+      Complete(ctx, UCS_OK);
       return true;
     }
     if (UCS_PTR_IS_ERR(req)) {
       ctx->op->Finish(absl::UnavailableError(
           fmt::format("{} to rank {} failed: {}", what, ctx->op->peer,
                       UcsError(UCS_PTR_STATUS(req)))));
-      delete ctx;
       return false;
     }
     ++outstanding_requests_;
-    ++outstanding_by_peer_[ctx->op->peer];
+    ++outstanding_by_peer_[ctx->peer];
+    ++ctx->op->pending_requests;
     return true;
   }
 
-  void StartTransfer(const std::shared_ptr<Op>& op,
-                     const std::vector<Run>& runs, const PeerInfo& info) {
-    if (op->finished()) return;  // Cancelled before it started.
+  void RecordSetup(const Op& op, bool cold, Clock::duration connect) {
+    std::lock_guard lock(stats_mu_);
+    const auto setup = Clock::now() - op.posted;
+    ++stats_.transfers;
+    if (cold) {
+      ++stats_.cold_transfers;
+      stats_.cold_setup += setup;
+    } else {
+      ++stats_.warm_transfers;
+      stats_.warm_setup += setup;
+    }
+    if (connect.count() > 0) {
+      ++stats_.connects;
+      stats_.connect_time += connect;
+    }
+  }
+
+  void StartTransfer(Op* op) {
     live_ops_.push_back(op);
-    auto peer = GetPeer(op->peer, info);
+    op->worker_owned = true;
+    if (op->finished()) return;  // Cancelled before it started.
+    op->put_ctx.peer = op->flush_ctx.peer = op->am_ctx.peer = op->peer;
+    const auto t0 = Clock::now();
+    bool connected = false;
+    auto peer = GetPeer(op->peer, *op->info, &connected);
     if (!peer.ok()) {
       op->Finish(peer.status());
       return;
     }
+    const Clock::duration connect =
+        connected ? Clock::now() - t0 : Clock::duration::zero();
+    // Cold: the first transfer to this peer (it looked the peer up in the
+    // store and set up the endpoint and rkey).
+    const bool cold = connected;
+    if (staging_ != nullptr) {
+      RecordSetup(*op, cold, connect);
+      op->in_staging = true;
+      staged_queue_.push_back(op);
+      PumpStaging();
+      return;
+    }
     Peer& p = **peer;
     const int64_t bb = pool_.block_bytes;
-    for (const Run& r : runs) {
-      auto* ctx = new ReqCtx{this, op, ReqCtx::kPut};
-      ucp_request_param_t rp = Params(ctx);
-      rp.cb.send = &UcxEngine::SendCb;
+    int64_t puts = 0;
+    for (const Run& r : op->runs) {
+      ucp_request_param_t rp = Params(&op->put_ctx);
       char* src = reinterpret_cast<char*>(pool_.base) + r.src_block * bb;
       const uint64_t dst =
           p.pool.base + static_cast<uint64_t>(r.dst_block * bb);
-      if (!Track(ucp_put_nbx(p.ep, src, static_cast<size_t>(r.count * bb), dst,
-                             p.rkey, &rp),
-                 ctx, "put")) {
-        return;
-      }
+      // Set-up ends as the first put is posted (on shm the put itself is
+      // the copy).
+      if (puts++ == 0) RecordSetup(*op, cold, connect);
+      ucs_status_ptr_t req = ucp_put_nbx(
+          p.ep, src, static_cast<size_t>(r.count * bb), dst, p.rkey, &rp);
+      if (!Track(req, &op->put_ctx, "put")) return;
+    }
+    {
+      std::lock_guard lock(stats_mu_);
+      stats_.puts += puts;
     }
     // Remote completion of every put, then the notification.
-    auto* ctx = new ReqCtx{this, op, ReqCtx::kFlush};
-    ucp_request_param_t rp = Params(ctx);
-    rp.cb.send = &UcxEngine::SendCb;
-    Track(ucp_ep_flush_nbx(p.ep, &rp), ctx, "flush");
+    ucp_request_param_t rp = Params(&op->flush_ctx);
+    Track(ucp_ep_flush_nbx(p.ep, &rp), &op->flush_ctx, "flush");
   }
 
-  void SendDone(const std::shared_ptr<Op>& op) {
-    if (op->finished()) return;
+  // --- Staged sends (pool not registered: copied chunk by chunk into the
+  // registered staging buffer, put from there). One chunk in flight per
+  // engine; transfers queue behind each other. ---
+
+  // Copies `bytes` of the pool at `offset` into the staging buffer.
+  absl::Status PoolCopy(char* dst, int64_t offset, int64_t bytes) {
+    const char* src = reinterpret_cast<const char*>(pool_.base) + offset;
+#if TESSERA_HAVE_CUDA
+    if (pool_memory_ == PoolMemory::kCuda) {
+      const cudaError_t e = cudaMemcpy(dst, src, static_cast<size_t>(bytes),
+                                       cudaMemcpyDeviceToHost);
+      if (e != cudaSuccess) {
+        return absl::InternalError(fmt::format(
+            "staging copy of the KV pool failed: {}", cudaGetErrorString(e)));
+      }
+      return absl::OkStatus();
+    }
+#endif
+    std::memcpy(dst, src, static_cast<size_t>(bytes));
+    return absl::OkStatus();
+  }
+
+  // Moves the staged queue on while no chunk is in flight: the next chunk
+  // of the head transfer, or its notification once every chunk landed.
+  // A loop, not recursion: on shm whole chunks complete in place.
+  bool PumpStaging() {
+    bool busy = false;
+    while (!chunk_in_flight_ && !staged_queue_.empty()) {
+      busy = true;
+      Op* op = staged_queue_.front();
+      if (op->finished() || op->next_run >= op->runs.size()) {
+        staged_queue_.pop_front();
+        op->in_staging = false;
+        if (!op->finished()) QueueDone(op);
+        continue;
+      }
+      StartStagedChunk(op);
+    }
+    return busy;
+  }
+
+  // Copies the next chunk of `op` (at most staging_blocks_ blocks) into the
+  // staging buffer, puts it and flushes; chunk_in_flight_ until the flush
+  // completes (the buffer is reused only after the puts landed remotely).
+  void StartStagedChunk(Op* op) {
     auto it = peers_.find(op->peer);
     if (it == peers_.end() || it->second.ep == nullptr) {
       op->Finish(absl::UnavailableError(
           fmt::format("rank {} lost before completion", op->peer)));
       return;
     }
-    op->header = AmHeader{op->id, rank_, 0};
-    awaiting_ack_[op->id] = op;
-    auto* ctx = new ReqCtx{this, op, ReqCtx::kAm};
-    ucp_request_param_t rp = Params(ctx, UCP_OP_ATTR_FIELD_FLAGS);
-    rp.cb.send = &UcxEngine::SendCb;
-    rp.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
-    Track(ucp_am_send_nbx(it->second.ep, kAmDone, &op->header,
-                          sizeof(op->header), nullptr, 0, &rp),
-          ctx, "completion message");
+    Peer& p = it->second;
+    const int64_t bb = pool_.block_bytes;
+    int64_t used = 0;
+    int64_t puts = 0;
+    while (op->next_run < op->runs.size() && used < staging_blocks_) {
+      const Run& r = op->runs[op->next_run];
+      const int64_t n =
+          std::min(r.count - op->next_run_done, staging_blocks_ - used);
+      char* stage = staging_ + used * bb;
+      absl::Status copied =
+          PoolCopy(stage, (r.src_block + op->next_run_done) * bb, n * bb);
+      if (!copied.ok()) {
+        // Flush what this chunk already posted before the buffer is reused.
+        op->Finish(std::move(copied));
+        break;
+      }
+      const uint64_t dst =
+          p.pool.base +
+          static_cast<uint64_t>((r.dst_block + op->next_run_done) * bb);
+      ucp_request_param_t rp = Params(&op->put_ctx);
+      ++puts;
+      if (!Track(ucp_put_nbx(p.ep, stage, static_cast<size_t>(n * bb), dst,
+                             p.rkey, &rp),
+                 &op->put_ctx, "put")) {
+        return;
+      }
+      used += n;
+      op->next_run_done += n;
+      if (op->next_run_done == r.count) {
+        ++op->next_run;
+        op->next_run_done = 0;
+      }
+    }
+    {
+      std::lock_guard lock(stats_mu_);
+      stats_.puts += puts;
+      ++stats_.staged_chunks;
+    }
+    chunk_in_flight_ = true;
+    ucp_request_param_t rp = Params(&op->flush_ctx);
+    if (!Track(ucp_ep_flush_nbx(p.ep, &rp), &op->flush_ctx, "flush")) {
+      chunk_in_flight_ = false;
+    }
   }
 
-  void StartControl(const std::shared_ptr<Op>& op, const PeerInfo& info) {
+  void StartControl(Op* op) {
     live_ops_.push_back(op);
-    auto peer = GetPeer(op->peer, info);
+    op->worker_owned = true;
+    op->put_ctx.peer = op->flush_ctx.peer = op->am_ctx.peer = op->peer;
+    bool connected = false;
+    auto peer = GetPeer(op->peer, *op->info, &connected);
     if (!peer.ok()) {
       op->Finish(peer.status());
       return;
     }
-    op->header = AmHeader{0, rank_, 0};
-    auto* ctx = new ReqCtx{this, op, ReqCtx::kAm};
-    ucp_request_param_t rp = Params(ctx, UCP_OP_ATTR_FIELD_FLAGS);
-    rp.cb.send = &UcxEngine::SendCb;
+    op->header = AmHeader{0, op->slot, op->generation, rank_, 0};
+    ucp_request_param_t rp = Params(&op->am_ctx, UCP_OP_ATTR_FIELD_FLAGS);
     rp.flags = UCP_AM_SEND_FLAG_EAGER;
     Track(ucp_am_send_nbx((*peer)->ep, kAmControl, &op->header,
                           sizeof(op->header), op->payload.data(),
                           op->payload.size(), &rp),
-          ctx, "control message");
+          &op->am_ctx, "control message");
   }
 
   void ShutdownOnWorker() {
-    for (auto& op : live_ops_) {
+    // Ops posted but not started yet.
+    {
+      std::lock_guard lock(cmd_mu_);
+      for (Op* op : posted_) live_ops_.push_back(op);
+      posted_.clear();
+    }
+    for (Op* op : live_ops_) {
       op->Finish(absl::CancelledError("KV transfer engine shut down"));
     }
+    for (Op* op : staged_queue_) op->in_staging = false;
+    staged_queue_.clear();
+    for (MsgSlot* m : pending_acks_) free_msgs_.push_back(m);
+    pending_acks_.clear();
+    ready_peers_.clear();
     std::vector<int> ranks;
     for (auto& [r, p] : peers_) ranks.push_back(r);
     for (int r : ranks) ClosePeer(r, /*force=*/outstanding_by_peer_[r] > 0);
@@ -871,13 +1398,13 @@ class UcxEngine final : public KvTransferEngine {
       // Destroying the worker now would crash inside UCX; leaking it at
       // process exit is the lesser evil.
       spdlog::warn(
-          "KV transfer engine: {} requests still pending at shutdown; "
-          "leaking the UCX worker",
-          outstanding_requests_ + static_cast<int>(closing_.size()));
+          "KV transfer engine: {} requests and {} endpoint closes still "
+          "pending at shutdown; leaking the UCX worker",
+          outstanding_requests_, closing_.size());
       leak_worker_ = true;
     }
     live_ops_.clear();
-    awaiting_ack_.clear();
+    stop_.store(true);  // Nothing runs on the worker after this.
   }
 
   const int rank_;
@@ -893,17 +1420,36 @@ class UcxEngine final : public KvTransferEngine {
   bool leak_worker_ = false;
   bool peer_mode_unsupported_ = false;
   PoolInfo pool_{};  // Written once by RegisterPool.
+  // Staged pools: the registered bounce buffer.
+  ucp_mem_h staging_memh_ = nullptr;
+  char* staging_ = nullptr;
+  int64_t staging_blocks_ = 0;
+  PoolMemory pool_memory_ = PoolMemory::kHost;
 
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> sleeping_{false};
   std::mutex cmd_mu_;
+  std::vector<Op*> posted_;
   std::deque<std::function<void()>> commands_;
 
+  // Op slots: ops_[slot] is set once (before the slot is first posted) and
+  // never changes, so the progress thread reads it without a lock.
+  std::unique_ptr<std::atomic<Op*>[]> ops_;
+  uint32_t num_ops_ = 0;  // Under ops_mu_.
+
   // Progress-thread state.
+  std::vector<Op*> batch_;
+  std::deque<std::function<void()>> cmds_;
   std::map<int, Peer> peers_;
-  std::vector<std::shared_ptr<Op>> live_ops_;
-  std::unordered_map<uint64_t, std::shared_ptr<Op>> awaiting_ack_;
-  std::vector<std::pair<ucp_ep_h, AmHeader>> pending_acks_;
+  std::vector<Op*> live_ops_;
+  std::deque<Op*> staged_queue_;
+  bool chunk_in_flight_ = false;
+  std::vector<int> lost_;
+  std::vector<MsgSlot*> pending_acks_;
+  std::vector<int> ready_peers_;  // May hold duplicates; checked on send.
+  std::vector<std::unique_ptr<MsgSlot>> msgs_;
+  std::vector<MsgSlot*> free_msgs_;
   std::vector<ucs_status_ptr_t> closing_;
   std::vector<std::unique_ptr<ErrArg>> err_args_;
   std::vector<std::unique_ptr<void, void (*)(void*)>> thunks_;
@@ -914,13 +1460,20 @@ class UcxEngine final : public KvTransferEngine {
 
   // Caller-side state.
   std::mutex ops_mu_;
-  std::unordered_map<uint64_t, std::shared_ptr<Op>> transfers_;
+  std::vector<Op*> free_ops_;
+  std::unordered_map<uint64_t, Op*> transfers_;
+  std::vector<std::unordered_map<uint64_t, Op*>::node_type> spare_nodes_;
   std::mutex peers_mu_;
-  std::map<int, PeerInfo> peer_info_;
+  std::map<int, std::shared_ptr<const PeerInfo>> peer_info_;
   std::mutex rx_mu_;
+  // Separate, so that a thread waiting for control messages is not woken
+  // by every completion (and vice versa).
   std::condition_variable rx_cv_;
+  std::condition_variable control_cv_;
   std::deque<TransferCompletion> completions_;
   std::deque<ControlMessage> controls_;
+  mutable std::mutex stats_mu_;
+  KvTransferStats stats_;
 };
 
 }  // namespace

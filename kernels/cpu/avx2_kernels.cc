@@ -153,6 +153,11 @@ struct Traits {
   // Weight rows per GEMV tile (more concurrent DRAM streams).
   static constexpr int kGemvNr = 4;
   static constexpr int kGemvMaxM = 3;
+  // Largest m whose f32 (q8_0) weights are streamed; f16 always is.
+  static constexpr int kStreamMaxM = 64;
+  static constexpr int kStreamMaxMQ8 = 16;
+  // Activation bytes per streamed row block (kept in L2).
+  static constexpr int64_t kStreamBlockBytes = 512 * 1024;
 };
 
 // q8_0 × q8_0 dot products of MR quantized activation rows with NR weight

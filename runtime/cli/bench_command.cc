@@ -11,6 +11,8 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
   AddBenchServeCommand(*bench, exit_code);
   AddBenchCommCommand(*bench, exit_code);
   AddBenchKvTransferCommand(*bench, exit_code);
+  AddBenchCostModelCommand(*bench, exit_code);
+  AddBenchSimulatorCommand(*bench, exit_code);
 }
 
 }  // namespace tessera::cli

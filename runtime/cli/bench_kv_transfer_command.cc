@@ -1,6 +1,8 @@
 // `tessera bench kv-transfer`: KV-block transfer bandwidth between two
 // processes over the UCX engine, next to `ucx_perftest` put bandwidth for the
-// same message size and transport, measured in the same run.
+// same message size and transport, measured in the same run. Like with like:
+// perftest's message size is our coalesced put size, its outstanding-send
+// limit (-O) our window of transfers in flight.
 //
 // Without a world (no --rank/--world-size, no launcher env) it forks the
 // receiver itself on this host; in a world of >= 2 ranks rank 0 sends to
@@ -35,8 +37,10 @@ struct KvFlags {
   CommFlags comm;
   std::string block_bytes = "64K";
   int64_t blocks = 64;
-  int iters = 200;
+  int iters = 0;  // 0: as many as fit in a second (at least 100).
   int warmup = 20;
+  int window = 64;
+  bool staged = false;
   int peer_rank = 1;
   std::string tls;
   bool scatter = false;
@@ -54,6 +58,14 @@ comm::KvTransferOptions EngineOptions() {
   }
   if (const char* v = std::getenv("TESSERA_KV_NAP_MS")) o.nap_ms = std::atoi(v);
   return o;
+}
+
+std::string HumanBytes(int64_t b) {
+  if (b >= (int64_t{1} << 20) && b % (int64_t{1} << 20) == 0) {
+    return fmt::format("{} MiB", b >> 20);
+  }
+  if (b >= 1024 && b % 1024 == 0) return fmt::format("{} KiB", b >> 10);
+  return fmt::format("{} B", b);
 }
 
 // Receiver: registers its pool and acknowledges transfers until "stop".
@@ -83,17 +95,46 @@ int RunReceiver(comm::Store* store, int rank, int64_t block_bytes,
 }
 
 struct SenderResult {
-  double gbps = 0, us_per_transfer = 0, setup_us = 0;
+  double gbps = 0, us_per_transfer = 0, round_trip_us = 0;
   int64_t puts = 0;
+  int iters = 0;
+  comm::KvTransferStats cold;    // After the first transfer.
+  comm::KvTransferStats serial;  // Before the 1-block round trips.
+  comm::KvTransferStats all;     // At the end.
 };
+
+// Up to `n` transfers of `list`, at most `window` in flight (the oldest is
+// waited for before the next is posted), stopping early at `until`; returns
+// how many ran.
+absl::StatusOr<int> RunWindow(comm::KvTransferEngine& engine, int peer,
+                              std::span<const comm::BlockCopy> list, int n,
+                              int window, Clock::time_point until,
+                              uint64_t* next_id) {
+  const uint64_t first = *next_id;
+  int posted = 0;
+  for (; posted < n; ++posted) {
+    if (posted % 64 == 0 && posted > 0 && Clock::now() >= until) break;
+    if (posted >= window) {
+      RETURN_IF_ERROR(engine.WaitTransfer(first + posted - window));
+    }
+    RETURN_IF_ERROR(engine.PostTransfer(peer, first + posted, list, kTimeout));
+  }
+  for (int i = std::max(0, posted - window); i < posted; ++i) {
+    RETURN_IF_ERROR(engine.WaitTransfer(first + i));
+  }
+  *next_id = first + posted;
+  return posted;
+}
 
 absl::StatusOr<SenderResult> RunSender(comm::Store* store, int rank, int peer,
                                        int64_t block_bytes, const KvFlags& f) {
-  ASSIGN_OR_RETURN(auto engine, comm::KvTransferEngine::Create(
-                                    rank, store, EngineOptions()));
+  comm::KvTransferOptions options = EngineOptions();
+  options.force_staging = f.staged;
+  ASSIGN_OR_RETURN(auto engine,
+                   comm::KvTransferEngine::Create(rank, store, options));
   std::vector<char> user_pool;
   char* pool = nullptr;
-  if (f.malloc_pool) {
+  if (f.malloc_pool || f.staged) {  // Staging needs a caller pool.
     user_pool.resize(static_cast<size_t>(block_bytes * f.blocks));
     pool = user_pool.data();
     RETURN_IF_ERROR(engine->RegisterPool(pool, block_bytes, f.blocks));
@@ -109,41 +150,52 @@ absl::StatusOr<SenderResult> RunSender(comm::Store* store, int rank, int peer,
   for (int64_t b = 0; b < f.blocks; ++b) list[b] = {b, b};
   SenderResult r;
   r.puts = 1;
-  if (f.scatter) {  // Destinations shuffled: no two blocks coalesce.
-    for (int64_t i = f.blocks - 1; i > 0; --i) {
-      std::swap(list[i].dst_block,
-                list[rng.Next() % static_cast<uint64_t>(i + 1)].dst_block);
-    }
-    r.puts = 0;
-    std::vector<comm::BlockCopy> sorted = list;
-    for (size_t i = 0; i < sorted.size(); ++i) {
-      if (i == 0 || sorted[i].dst_block != sorted[i - 1].dst_block + 1)
-        ++r.puts;
-    }
+  if (f.scatter) {
+    // Destinations reversed: sorted by source, no two blocks are adjacent
+    // on both sides, so every block is its own put of block_bytes.
+    for (int64_t b = 0; b < f.blocks; ++b) list[b].dst_block = f.blocks - 1 - b;
+    r.puts = f.blocks;
   }
+  const int64_t transfer_bytes = block_bytes * f.blocks;
   uint64_t id = 1;
-  for (int i = 0; i < f.warmup; ++i) {
-    RETURN_IF_ERROR(engine->Transfer(peer, id++, list, kTimeout));
-  }
+  // The first transfer to the peer: store look-up, endpoint, rkey unpack.
+  std::vector<comm::BlockCopy> one = {{0, 0}};
+  RETURN_IF_ERROR(engine->Transfer(peer, id++, one, kTimeout));
+  r.cold = engine->Stats();
+  const auto forever = Clock::time_point::max();
+  RETURN_IF_ERROR(
+      RunWindow(*engine, peer, list, f.warmup, f.window, forever, &id)
+          .status());
+  // --iters, or as many as fit in a second (at least 100).
   auto start = Clock::now();
-  for (int i = 0; i < f.iters; ++i) {
-    RETURN_IF_ERROR(engine->Transfer(peer, id++, list, kTimeout));
+  const int n = f.iters > 0 ? f.iters : 1 << 30;
+  ASSIGN_OR_RETURN(int done_first,
+                   RunWindow(*engine, peer, list, f.iters > 0 ? n : 100,
+                             f.window, forever, &id));
+  r.iters = done_first;
+  if (f.iters == 0) {
+    ASSIGN_OR_RETURN(int more, RunWindow(*engine, peer, list, n, f.window,
+                                         start + std::chrono::seconds(1), &id));
+    r.iters += more;
   }
   double secs = std::chrono::duration<double>(Clock::now() - start).count();
-  r.gbps = static_cast<double>(block_bytes) * f.blocks * f.iters / secs / 1e9;
-  r.us_per_transfer = secs * 1e6 / f.iters;
-  // Per-request overhead: one block, everything else the same.
-  std::vector<comm::BlockCopy> one = {{0, 0}};
-  const int n = std::max(50, f.iters);
+  r.gbps = static_cast<double>(transfer_bytes) * r.iters / secs / 1e9;
+  r.us_per_transfer = secs * 1e6 / r.iters;
+  // Round trip of one 1-block transfer, nothing else in flight.
+  const int rounds = 200;
   for (int i = 0; i < 10; ++i) {
     RETURN_IF_ERROR(engine->Transfer(peer, id++, one, kTimeout));
   }
+  // Set-up is measured here, alone: in the window a transfer also queues
+  // behind the ones before it.
+  r.serial = engine->Stats();
   start = Clock::now();
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; i < rounds; ++i) {
     RETURN_IF_ERROR(engine->Transfer(peer, id++, one, kTimeout));
   }
   secs = std::chrono::duration<double>(Clock::now() - start).count();
-  r.setup_us = secs * 1e6 / n;
+  r.round_trip_us = secs * 1e6 / rounds;
+  r.all = engine->Stats();
   RETURN_IF_ERROR(engine->SendControl(peer, "stop", kTimeout));
   return r;
 }
@@ -153,12 +205,18 @@ int FreePort() {
   return server.ok() ? (*server)->port() : 13337;
 }
 
-// ucx_perftest ucp_put_bw at `bytes` on loopback (server + client pair);
-// returns GB/s (1e9 bytes/s), or an error when it is not installed.
-absl::StatusOr<double> RunPerftest(int64_t bytes, int iters) {
+// ucx_perftest ucp_put_bw at `bytes` on loopback (server + client pair),
+// at most `outstanding` puts in flight; returns GB/s (1e9 bytes/s), or an
+// error when it is not installed.
+absl::StatusOr<double> RunPerftest(int64_t bytes, int outstanding,
+                                   int64_t total_bytes) {
   const int port = FreePort();
+  // As many bytes as our run moved (at least 200 puts), a tenth of that to
+  // warm up.
+  const int64_t iters = std::clamp<int64_t>(total_bytes / bytes, 200, 4000000);
   const std::string common =
-      fmt::format("-t ucp_put_bw -s {} -n {} -p {}", bytes, iters, port);
+      fmt::format("-t ucp_put_bw -s {} -n {} -w {} -O {} -p {}", bytes, iters,
+                  std::max<int64_t>(10, iters / 10), outstanding, port);
   pid_t server = ::fork();
   if (server == 0) {
     const std::string cmd = "exec ucx_perftest " + common + " >/dev/null 2>&1";
@@ -243,30 +301,77 @@ absl::Status RunBench(const KvFlags& f, int* exit_code) {
   }
   RETURN_IF_ERROR(result.status());
   const SenderResult& r = *result;
-  std::printf(
-      "kv-transfer: %.2f GB/s, %.1f us per transfer (%ld blocks x %ld B, %ld "
-      "put(s) per transfer, UCX_TLS=%s, %s pool)\n",
-      r.gbps, r.us_per_transfer, static_cast<long>(f.blocks),
-      static_cast<long>(block_bytes), static_cast<long>(r.puts), tls.c_str(),
-      f.malloc_pool ? "malloc" : "UCX-allocated");
-  std::printf(
-      "set-up: %.1f us per request (1-block transfer: put, flush, notify, "
-      "ack)\n",
-      r.setup_us);
+  // The same message size as one of our puts, the same number in flight.
+  const int64_t put_bytes = block_bytes * f.blocks / r.puts;
+  std::string vs;
+  std::string perftest_note;
   if (f.perftest && world.world_size == 1) {
-    // The same message size as one of our puts.
-    const int64_t put_bytes = block_bytes * f.blocks / r.puts;
-    auto pt = RunPerftest(put_bytes, f.iters);
+    // Like with like: as many puts outstanding as ours (window x puts per
+    // transfer). ucx_perftest degrades with very deep queues on tcp, so it
+    // also runs with -O 1 and the better of the two is the baseline.
+    const int ours = static_cast<int>(
+        std::min<int64_t>(int64_t{f.window} * r.puts, 1 << 16));
+    const int64_t total = block_bytes * f.blocks * r.iters;
+    absl::StatusOr<double> pt = RunPerftest(put_bytes, ours, total);
+    int best_o = ours;
+    if (ours > 1) {
+      absl::StatusOr<double> one = RunPerftest(put_bytes, 1, total);
+      if (one.ok() && (!pt.ok() || *one > *pt)) {
+        perftest_note = fmt::format(
+            "ucx_perftest: -O {} {:.2f} GB/s, -O 1 {:.2f} GB/s (baseline)",
+            ours, pt.ok() ? *pt : 0.0, *one);
+        pt = one;
+        best_o = 1;
+      } else if (one.ok()) {
+        perftest_note = fmt::format(
+            "ucx_perftest: -O {} {:.2f} GB/s (baseline), -O 1 {:.2f} GB/s",
+            ours, *pt, *one);
+      }
+    }
     if (pt.ok()) {
-      std::printf(
-          "ucx_perftest put_bw: %.2f GB/s at %ld B (UCX_TLS=%s); ratio "
-          "kv-transfer/perftest = %.2f\n",
-          *pt, static_cast<long>(put_bytes), tls.c_str(), r.gbps / *pt);
+      vs = fmt::format(
+          " ({:.2f}x ucx_perftest ucp_put_bw {:.2f} GB/s, {}, {}, -O {})",
+          r.gbps / *pt, *pt, tls, HumanBytes(put_bytes), best_o);
     } else {
-      std::printf("ucx_perftest: %s\n",
-                  std::string(pt.status().message()).c_str());
+      vs = fmt::format(" (ucx_perftest: {})",
+                       std::string(pt.status().message()));
     }
   }
+
+  std::printf("kv-transfer: %.2f GB/s, %.1f us per transfer%s\n", r.gbps,
+              r.us_per_transfer, vs.c_str());
+  std::printf(
+      "  %d transfers of %ld blocks x %s, %ld put(s) of %s each, %d "
+      "transfers in flight (perftest -O = in-flight puts), UCX_TLS=%s, %s "
+      "pool\n",
+      r.iters, static_cast<long>(f.blocks), HumanBytes(block_bytes).c_str(),
+      static_cast<long>(r.puts), HumanBytes(put_bytes).c_str(), f.window,
+      tls.c_str(),
+      f.staged        ? "staged (bounce buffer)"
+      : f.malloc_pool ? "malloc"
+                      : "UCX-allocated");
+  const auto us = [](std::chrono::nanoseconds ns, int64_t n) {
+    return n > 0 ? static_cast<double>(ns.count()) / 1e3 / n : 0.0;
+  };
+  const int64_t warm = r.all.warm_transfers - r.serial.warm_transfers;
+  std::printf(
+      "set-up: %.1f us per request (call to first put posted, cached "
+      "endpoint + rkey, mean of %ld); first transfer to the peer %.1f us "
+      "(incl. endpoint + rkey set-up %.1f us)\n",
+      us(r.all.warm_setup - r.serial.warm_setup, warm), static_cast<long>(warm),
+      us(r.cold.cold_setup, r.cold.cold_transfers),
+      us(r.cold.connect_time, r.cold.connects));
+  std::printf(
+      "round trip: %.1f us (1-block transfer alone: put, flush, notify, "
+      "ack)\n",
+      r.round_trip_us);
+  if (r.all.notifications > 0) {
+    std::printf(
+        "notification: %.1f transfers per completion message (batched while "
+        "one is unacknowledged)\n",
+        static_cast<double>(r.all.transfers) / r.all.notifications);
+  }
+  if (!perftest_note.empty()) std::printf("%s\n", perftest_note.c_str());
   std::fflush(stdout);
   return absl::OkStatus();
 }
@@ -281,8 +386,14 @@ void AddBenchKvTransferCommand(CLI::App& app, int* exit_code) {
                   "Bytes per KV block (e.g. 64K)");
   sub->add_option("--blocks", f->blocks, "Blocks per transfer")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
-  sub->add_option("--iters", f->iters, "Timed transfers")
+  sub->add_option("--iters", f->iters,
+                  "Timed transfers (default: as many as fit in 1 s, at least "
+                  "100)")
       ->check(CLI::Range(1, 1000000));
+  sub->add_option("--window", f->window,
+                  "Transfers in flight (PostTransfer/WaitTransfer); also "
+                  "ucx_perftest's -O")
+      ->check(CLI::Range(1, 4096));
   sub->add_option("--warmup", f->warmup, "Untimed transfers")
       ->check(CLI::Range(0, 1000000));
   sub->add_option("--peer-rank", f->peer_rank,
@@ -291,10 +402,14 @@ void AddBenchKvTransferCommand(CLI::App& app, int* exit_code) {
                   "Sets UCX_TLS (e.g. shm, tcp) for both the engine and "
                   "ucx_perftest");
   sub->add_flag("--scatter", f->scatter,
-                "Shuffle destination blocks (no coalescing)");
+                "Reverse destination blocks (no coalescing: one put per "
+                "block)");
   sub->add_flag("--malloc-pool", f->malloc_pool,
                 "Register malloc'ed pools (RegisterPool) instead of letting "
                 "UCX allocate them (AllocatePool)");
+  sub->add_flag("--staged", f->staged,
+                "Send through the staging (bounce) buffer, the path of CUDA "
+                "pools without UCX CUDA support");
   sub->add_flag("!--no-perftest", f->perftest, "Skip the ucx_perftest run");
   AddCommFlags(sub, &f->comm);
   sub->final_callback([f, exit_code] {

@@ -123,7 +123,7 @@ int RunPlan(const PlanArgs& a) {
     std::fprintf(out, "\nwrote %s\n", a.json_out.c_str());
   }
   if (a.emit == "mpirun") {
-    std::fputs(EmitMpirun(*plan, plan_path).c_str(), stdout);
+    std::fputs(EmitMpirun(*plan, plan_path, a.model).c_str(), stdout);
   } else if (a.emit == "helm-values") {
     std::fputs(EmitHelmValues(*plan, plan_path).c_str(), stdout);
   }

@@ -10,7 +10,9 @@
 
 #include "base/logging.h"
 #include "base/status.h"
+#include "comm/bootstrap.h"
 #include "fmt/format.h"
+#include "placement/plan.h"
 #include "runtime/cli/internal/command.h"
 #include "runtime/cli/internal/model_options.h"
 #include "runtime/cpu_model_runner.h"
@@ -34,7 +36,73 @@ struct ServeOptions {
   bool enable_prefix_caching = true;
   int64_t max_waiting_requests = 4096;
   double shutdown_timeout = 30.0;  // Seconds in-flight requests get on SIGTERM.
+  std::string plan;  // A Plan from `tessera plan --json`: this rank's part.
+  int rank = -1;     // With --plan: this process's world rank (else env).
 };
+
+// With --plan: finds this process's instance (by world rank from --rank,
+// Open MPI, Slurm or LeaderWorkerSet) and takes the engine settings from it:
+// the Plan is the single source of truth for max_num_seqs, max_model_len,
+// the step token budget, the KV block size and dtype. Ranks on one host get
+// ports --port + local rank. Only single-rank `both` instances can run in
+// this build; anything else is refused with what is missing.
+absl::Status ApplyPlan(ServeOptions& o) {
+  ASSIGN_OR_RETURN(placement::Plan plan, placement::LoadPlan(o.plan));
+  comm::BootstrapFlags flags;
+  if (o.rank >= 0) {
+    flags.rank = o.rank;
+    flags.world_size = plan.num_ranks();
+  }
+  ASSIGN_OR_RETURN(comm::WorldInfo world,
+                   comm::ResolveWorld(flags, comm::ProcessEnv()));
+  if (world.source != "default" && world.world_size != plan.num_ranks()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "the plan has {} ranks but this world ({}) has {}: launch it with "
+        "the command `tessera plan --emit mpirun` prints",
+        plan.num_ranks(), world.source, world.world_size));
+  }
+  const placement::PlanInstance* mine = nullptr;
+  for (const placement::PlanInstance& in : plan.instances) {
+    for (const placement::PlanRank& r : in.ranks) {
+      if (r.rank == world.rank) mine = &in;
+    }
+  }
+  if (mine == nullptr) {
+    return absl::InvalidArgumentError(
+        fmt::format("rank {} is in no instance of {}", world.rank, o.plan));
+  }
+  if (mine->layout.size() > 1) {
+    return absl::UnimplementedError(fmt::format(
+        "instance {} spans {} ranks (tp {}, pp {}): this build executes "
+        "single-rank instances only (the multi-rank executor is not built)",
+        mine->id, mine->layout.size(), mine->layout.tp, mine->layout.pp));
+  }
+  if (mine->role != placement::InstanceRole::kBoth) {
+    return absl::UnimplementedError(fmt::format(
+        "instance {} has role {}: disaggregated prefill/decode instances are "
+        "planned but not executable in this build",
+        mine->id, placement::RoleName(mine->role)));
+  }
+  const placement::KvCacheSettings& kv = mine->kv_cache;
+  o.max_num_seqs = kv.max_num_seqs;
+  o.max_model_len = kv.max_model_len;
+  o.max_num_batched_tokens = kv.max_num_batched_tokens;
+  o.block_size = kv.block_size;
+  const std::string& d = kv.dtype;
+  o.kv_cache_dtype = d == "fp32" || d == "f32"   ? "f32"
+                     : d == "fp16" || d == "f16" ? "f16"
+                                                 : "bf16";
+  if (o.server.port > 0) o.server.port += world.local_rank;
+  spdlog::info(
+      "plan {}: rank {} of {} ({}) serves instance {} on port {}: "
+      "max_num_seqs {}, max_model_len {}, max_num_batched_tokens {}, KV {} "
+      "blocks of {} ({})",
+      o.plan, world.rank, plan.num_ranks(), world.source, mine->id,
+      o.server.port, kv.max_num_seqs, kv.max_model_len,
+      kv.max_num_batched_tokens, kv.num_blocks, kv.block_size,
+      o.kv_cache_dtype);
+  return absl::OkStatus();
+}
 
 // MemAvailable from /proc/meminfo in bytes (0 if unknown).
 int64_t AvailableMemoryBytes() {
@@ -51,6 +119,7 @@ int64_t AvailableMemoryBytes() {
 absl::Status Serve(ServeOptions o) {
   BlockTerminationSignals();
   RETURN_IF_ERROR(InitLogging(o.model.log_level));
+  if (!o.plan.empty()) RETURN_IF_ERROR(ApplyPlan(o));
   MetricsRegistry registry;
   Server server(o.server, &registry);
   // Listen first: /health answers 503 while the model loads.
@@ -171,6 +240,14 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "Seconds in-flight requests may run after SIGTERM")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  sub->add_option("--plan", opts->plan,
+                  "Serve this rank's instance of a Plan (`tessera plan "
+                  "--json`): engine settings come from the plan, the port is "
+                  "--port + local rank");
+  sub->add_option("--rank", opts->rank,
+                  "With --plan: this process's world rank (default: from "
+                  "OMPI_COMM_WORLD_RANK, SLURM_PROCID or LWS_WORKER_INDEX)")
+      ->check(CLI::NonNegativeNumber);
   sub->final_callback([opts, exit_code] {
     if (opts->server.served_model_name == "tessera") {
       // Like vLLM: the model path's last component ("hf/" counts as "hf").

@@ -43,6 +43,26 @@ TEST(ClusterTest, ProfileRoundTrips) {
   EXPECT_EQ(q->peak_flops, p->peak_flops);
 }
 
+TEST(ClusterTest, PerDtypeEfficienciesOverrideTheGeneralOnes) {
+  auto c = ParseCluster(R"({"nodes": 1, "devices_per_node": 1,
+      "device": {"kind": "H100-SXM", "compute_efficiency": 0.6,
+                 "compute_efficiency_by_dtype": {"fp16": 0.5, "q8_0": 0.4},
+                 "memory_efficiency_by_dtype": {"q8_0": 0.7},
+                 "peak_tflops": {"fp16": 900, "q8_0": 100}}})");
+  ASSERT_TRUE(c.ok()) << Message(c.status());
+  const DeviceProfile& d = c->device;
+  EXPECT_DOUBLE_EQ(d.ComputeEfficiency("fp16"), 0.5);
+  EXPECT_DOUBLE_EQ(d.ComputeEfficiency("f16"), 0.5);  // alias
+  EXPECT_DOUBLE_EQ(d.ComputeEfficiency("bf16"), 0.6);
+  EXPECT_DOUBLE_EQ(d.MemoryEfficiency("q8_0"), 0.7);
+  EXPECT_DOUBLE_EQ(d.MemoryEfficiency("fp16"), d.memory_efficiency);
+  EXPECT_DOUBLE_EQ(d.PeakFlops("q8_0"), 100e12);
+  auto again = ParseDeviceProfile(DeviceProfileToJson(d));
+  ASSERT_TRUE(again.ok()) << Message(again.status());
+  EXPECT_EQ(again->compute_efficiency_by_dtype, d.compute_efficiency_by_dtype);
+  EXPECT_EQ(again->memory_efficiency_by_dtype, d.memory_efficiency_by_dtype);
+}
+
 TEST(ClusterTest, BadInputsAreInvalidArgument) {
   struct Case {
     const char* json;
@@ -63,6 +83,15 @@ TEST(ClusterTest, BadInputsAreInvalidArgument) {
       {R"({"nodes": 1, "devices_per_node": 8, "device": "H100-SXM",
            "inter_node_link": {"bandwidth": 5}})",
        "unknown key \"bandwidth\""},
+      {R"({"nodes": 1, "devices_per_node": 1, "device": {"kind": "H100-SXM",
+           "compute_efficiency_by_dtype": {"fp16": 1.5}}})",
+       "(0, 1]"},
+      {R"({"nodes": 1, "devices_per_node": 1, "device": {"kind": "H100-SXM",
+           "memory_efficiency_by_dtype": {"fp17": 0.5}}})",
+       "unknown dtype \"fp17\""},
+      {R"({"nodes": 1, "devices_per_node": 1, "device": {"kind": "H100-SXM",
+           "compute_efficiency_by_dtype": 0.5}})",
+       "must be an object"},
       {R"([1, 2])", "JSON object"},
   };
   for (const Case& c : cases) {

@@ -113,9 +113,12 @@ TEST(PlanTest, RejectsInconsistentPlans) {
 
 TEST(PlanTest, EmitsLauncherArtifacts) {
   const Plan p = MakePlan("llama-3-70b", "h100x16.json");
-  const std::string mpirun = EmitMpirun(p, "plan.json");
+  const std::string mpirun = EmitMpirun(p, "plan.json", "/models/llama");
   EXPECT_NE(mpirun.find("node0 slots="), std::string::npos);
   EXPECT_NE(mpirun.find("mpirun -np 16"), std::string::npos);
+  EXPECT_NE(mpirun.find("tessera serve --plan plan.json --model /models/llama"),
+            std::string::npos)
+      << mpirun;
   const std::string helm = EmitHelmValues(p, "plan.json");
   EXPECT_NE(helm.find("instances:"), std::string::npos);
   EXPECT_NE(helm.find("tensorParallel:"), std::string::npos);

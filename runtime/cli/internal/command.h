@@ -34,6 +34,8 @@ void AddBenchDecodeCommand(CLI::App& bench, int* exit_code);
 void AddBenchServeCommand(CLI::App& bench, int* exit_code);
 void AddBenchCommCommand(CLI::App& bench, int* exit_code);
 void AddBenchKvTransferCommand(CLI::App& bench, int* exit_code);
+void AddBenchCostModelCommand(CLI::App& bench, int* exit_code);
+void AddBenchSimulatorCommand(CLI::App& bench, int* exit_code);
 
 // Registers a subcommand that is not built yet: it accepts any arguments,
 // prints "tessera <name>: not built yet (<what>)" and exits with kExitUsage.

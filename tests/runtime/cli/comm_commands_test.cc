@@ -103,5 +103,21 @@ TEST(CommCommandsTest, BenchKvTransferPrintsBandwidthLine) {
   EXPECT_THAT(r.out, HasSubstr("set-up: "));
 }
 
+// Pipelined (--window) and staged (--staged: the bounce-buffer path of CUDA
+// pools, on host memory) runs of the benchmark.
+TEST(CommCommandsTest, BenchKvTransferWindowAndStaged) {
+  if (!TESSERA_HAVE_UCX) GTEST_SKIP() << "built without UCX";
+  auto r = RunCommand(TesseraBin() +
+                      " bench kv-transfer --block-bytes 4K --blocks 8 "
+                      "--scatter --iters 20 --warmup 2 --window 4 --staged "
+                      "--tls tcp --no-perftest");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out,
+              HasSubstr("8 put(s) of 4 KiB each, 4 transfers in flight"));
+  EXPECT_THAT(r.out, HasSubstr("staged (bounce buffer) pool"));
+  EXPECT_THAT(r.out, HasSubstr("set-up: "));
+  EXPECT_THAT(r.out, HasSubstr("first transfer to the peer"));
+}
+
 }  // namespace
 }  // namespace tessera

@@ -11,6 +11,9 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "placement/plan.h"
+#include "runtime/bench_simulator.h"
+#include "runtime/model_presets.h"
 #include "tests/util/test_util.h"
 
 namespace tessera {
@@ -122,6 +125,72 @@ TEST(ServeCommandTest, GreedyTextEqualsRun) {
   EXPECT_EQ(streamed, expected);
   EXPECT_THAT(res->body, HasSubstr("data: [DONE]\n\n"));
   EXPECT_EQ(serve.Terminate(), 0);
+}
+
+// A one-instance plan for the demo model (tp ranks on one node).
+std::string WriteDemoPlan(const std::string& dir, int tp) {
+  auto model = SynthesizeModel("demo", DType::kF32, 1);
+  EXPECT_TRUE(model.ok());
+  placement::DeviceProfile profile;
+  profile.kind = "cpu-local";
+  profile.memory_bytes = 8e9;
+  profile.memory_bandwidth_bytes_per_s = 20e9;
+  profile.peak_flops = {{"fp32", 100e9}};
+  profile.intra_node = {10e9, 1e-6};
+  profile.inter_node = {1e9, 50e-6};
+  BenchSimulatorOptions o;
+  o.input_len = 60;
+  o.output_len = 40;  // max_model_len 100
+  o.max_num_seqs = 3;
+  o.max_num_batched_tokens = 64;
+  auto plan = SingleInstancePlan(*model, profile, o, 32);
+  EXPECT_TRUE(plan.ok()) << plan.status();
+  if (tp > 1) {
+    plan->cluster.devices_per_node = tp;
+    placement::PlanInstance& in = plan->instances[0];
+    in.layout.tp = tp;
+    in.ranks.clear();
+    for (int r = 0; r < tp; ++r) {
+      placement::PlanRank pr;
+      pr.rank = r;
+      pr.device = r;
+      pr.tp_rank = r;
+      in.ranks.push_back(pr);
+    }
+  }
+  const std::string path = dir + "/plan.json";
+  EXPECT_TRUE(placement::WritePlan(*plan, path).ok());
+  return path;
+}
+
+// `serve --plan` takes the engine settings from this rank's instance.
+TEST(ServeCommandTest, PlanSetsTheEngine) {
+  const std::string plan = WriteDemoPlan(testing::MakeTempDir(), 1);
+  ServeProcess serve({"--plan", plan, "--rank", "0"});
+  ASSERT_TRUE(serve.ok()) << "tessera serve --plan did not become ready";
+  httplib::Client client("127.0.0.1", serve.port());
+  auto res = client.Get("/v1/models");
+  ASSERT_TRUE(res);
+  const auto models = nlohmann::json::parse(res->body);
+  EXPECT_EQ(models["data"][0]["max_model_len"], 100) << res->body;
+  // A 120-token prompt exceeds the plan's max_model_len.
+  nlohmann::json body = {{"prompt", std::vector<int>(120, 65)},
+                         {"max_tokens", 1}};
+  res = client.Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400) << res->body;
+  EXPECT_EQ(serve.Terminate(), 0);
+}
+
+TEST(ServeCommandTest, PlanWithMultiRankInstanceIsRefusedPlainly) {
+  const std::string plan = WriteDemoPlan(testing::MakeTempDir(), 2);
+  auto r =
+      RunCommand(TesseraBin() + " serve --port 0 --plan " + plan + " --rank 1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("single-rank instances only"));
+  r = RunCommand(TesseraBin() + " serve --port 0 --plan " + plan + " --rank 5");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("rank"));
 }
 
 TEST(ServeCommandTest, BadModelExitsWithMessage) {

@@ -539,8 +539,32 @@ TEST(BenchServeTest, ReportsAgainstLoopbackServer) {
   json j = json::parse(BenchServeReportJson(*report));
   EXPECT_EQ(j["completed"], 20);
   EXPECT_EQ(j["ttfts"].size(), 20u);
+  // Our server exports its engine counters: the report splits the steps.
+  EXPECT_GT(report->engine.steps, 0);
+  EXPECT_GT(report->engine.model_s, 0);
+  EXPECT_GE(report->engine.overhead_s, 0);
+  EXPECT_NE(text.find("Engine overhead (% of step):"), std::string::npos)
+      << text;
+  EXPECT_GT(j["engine_steps"].get<double>(), 0);
   f.WaitIdle();
   EXPECT_DOUBLE_EQ(f.metrics().kv_cache_usage_perc->value(), 0.0);
+}
+
+TEST(BenchServeTest, ParsesEngineCountersAcrossLabelSets) {
+  const auto e = ParseEngineCounters(
+      "# HELP tessera:engine_steps_total x\n"
+      "# TYPE tessera:engine_steps_total counter\n"
+      "tessera:engine_steps_total{model_name=\"a\"} 10\n"
+      "tessera:engine_steps_total{model_name=\"b\"} 5\n"
+      "tessera:model_step_seconds_total{model_name=\"a\"} 1.5\n"
+      "tessera:engine_overhead_seconds_total{model_name=\"a\"} 0.25\n"
+      "tessera:engine_steps_totally_other 99\n"
+      "vllm:num_requests_running 3\n");
+  EXPECT_DOUBLE_EQ(e.steps, 15);
+  EXPECT_DOUBLE_EQ(e.model_s, 1.5);
+  EXPECT_DOUBLE_EQ(e.overhead_s, 0.25);
+  // Another server's metrics (vLLM): nothing to report.
+  EXPECT_LT(ParseEngineCounters("vllm:num_requests_running 3\n").steps, 0);
 }
 
 TEST(BenchServeTest, CliRunsAndCountsFailures) {

@@ -1,0 +1,351 @@
+#include "runtime/calibration.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/logging.h"
+#include "base/mapped_file.h"
+#include "base/random.h"
+#include "base/status.h"
+#include "base/tensor.h"
+#include "fmt/format.h"
+#include "kernels/machine_peaks.h"
+#include "kernels/ops.h"
+#include "kernels/thread_pool.h"
+#include "runtime/cpu_model_runner.h"
+#include "runtime/model_presets.h"
+
+namespace tessera {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Best time of `fn` over repeats lasting at least `min_seconds` in total.
+template <typename Fn>
+double BestTime(double min_seconds, Fn&& fn) {
+  fn();  // warm caches, page in, grow scratch
+  double best = 1e30;
+  const auto start = Clock::now();
+  int runs = 0;
+  do {
+    const auto t0 = Clock::now();
+    fn();
+    best = std::min(best, Seconds(t0, Clock::now()));
+    ++runs;
+  } while (runs < 3 || Seconds(start, Clock::now()) < min_seconds);
+  return best;
+}
+
+// A [rows, cols] weight of `dtype` with arbitrary finite values (the content
+// does not change the time).
+Tensor RandomWeight(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
+  Tensor t = Tensor::Empty(dtype, {rows, cols});
+  SplitMix64 rng(seed);
+  auto* bytes = t.data<uint8_t>();
+  const int64_t n = t.nbytes();
+  if (dtype == DType::kQ8_0) {
+    // 34-byte blocks: an f16 scale, then 32 int8 values.
+    for (int64_t b = 0; b + 34 <= n; b += 34) {
+      const uint16_t scale = FloatToHalf(0.01f);
+      std::memcpy(bytes + b, &scale, 2);
+      for (int i = 0; i < 32; ++i)
+        bytes[b + 2 + i] = static_cast<uint8_t>(rng.Next());
+    }
+    return t;
+  }
+  const int64_t count = rows * cols;
+  for (int64_t i = 0; i < count; ++i) {
+    const float v = (rng.Uniform() - 0.5f) * 0.1f;
+    switch (dtype) {
+      case DType::kF32:
+        t.data<float>()[i] = v;
+        break;
+      case DType::kF16:
+        t.data<uint16_t>()[i] = FloatToHalf(v);
+        break;
+      case DType::kBF16:
+        t.data<uint16_t>()[i] = FloatToBF16(v);
+        break;
+      default:
+        TESSERA_CHECK(false, "unsupported calibration dtype {}",
+                      DTypeName(dtype));
+    }
+  }
+  return t;
+}
+
+// Seconds of y = x·Wᵀ for m rows.
+absl::StatusOr<double> TimeLinear(const kernels::Context& ctx, const Tensor& w,
+                                  int64_t m, double min_seconds) {
+  const int64_t n = w.shape()[0], k = w.shape()[1];
+  std::vector<float> x(m * k, 0.01f), y(m * n);
+  absl::Status status;
+  const double t = BestTime(min_seconds, [&] {
+    absl::Status s =
+        kernels::Linear(ctx, x.data(), m, k, w, nullptr, y.data(), n);
+    if (!s.ok()) status = s;
+  });
+  RETURN_IF_ERROR(status);
+  return t;
+}
+
+// One-directional copy between two buffers (what a shared-memory transport
+// between CPU ranks does) and the one-way hand-off latency of a flag between
+// two threads.
+std::pair<double, double> MeasureCopyLink(double seconds) {
+  const size_t bytes = size_t{64} << 20;
+  std::vector<char> src(bytes, 1), dst(bytes, 0);
+  const double copy_s =
+      BestTime(seconds, [&] { std::memcpy(dst.data(), src.data(), bytes); });
+  std::atomic<int> flag{0};
+  constexpr int kRounds = 20000;
+  std::thread peer([&] {
+    for (int i = 0; i < kRounds; ++i) {
+      while (flag.load(std::memory_order_acquire) != 2 * i + 1) {
+      }
+      flag.store(2 * i + 2, std::memory_order_release);
+    }
+  });
+  const auto t0 = Clock::now();
+  for (int i = 0; i < kRounds; ++i) {
+    flag.store(2 * i + 1, std::memory_order_release);
+    while (flag.load(std::memory_order_acquire) != 2 * i + 2) {
+    }
+  }
+  const double latency = Seconds(t0, Clock::now()) / kRounds / 2;
+  peer.join();
+  return {static_cast<double>(bytes) / copy_s, latency};
+}
+
+// Per-layer fixed cost of a decode step: a model so small that its weights
+// and KV stay in cache, whose step time is therefore all norms, rotary,
+// attention set-up, thread hand-offs and sampling.
+absl::StatusOr<double> MeasureLayerOverhead(int threads, double seconds) {
+  ModelConfig c;
+  c.architecture = "llama";
+  c.vocab_size = 256;
+  c.hidden_size = 64;
+  c.intermediate_size = 128;
+  c.num_hidden_layers = 8;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 16;
+  c.max_position_embeddings = 256;
+  ASSIGN_OR_RETURN(Model model, SynthesizeModel(c, DType::kF32, 7));
+  RunnerOptions ro;
+  ro.threads = threads;
+  ro.max_model_len = 256;
+  ro.num_kv_blocks = 256 / ro.block_size;
+  ro.max_num_seqs = 1;
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,
+                   CreateCpuModelRunner(model, ro));
+  std::vector<int32_t> blocks(ro.num_kv_blocks);
+  for (size_t i = 0; i < blocks.size(); ++i) blocks[i] = static_cast<int>(i);
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  uint64_t rng = 1;
+  std::vector<StepOutput> out;
+  const int32_t token = 5;
+  absl::Status status;
+  auto step = [&](int64_t position) {
+    StepSequence s;
+    s.seq_id = 0;
+    s.tokens = absl::MakeConstSpan(&token, 1);
+    s.num_computed = position;
+    s.block_table = blocks;
+    s.sample = true;
+    s.sampling = &greedy;
+    s.rng_state = &rng;
+    out.clear();
+    absl::Status st = runner->Step(absl::MakeConstSpan(&s, 1), &out);
+    if (!st.ok()) status = st;
+  };
+  for (int64_t p = 0; p < 64; ++p) step(p);
+  const double t = BestTime(seconds, [&] { step(64); });
+  RETURN_IF_ERROR(status);
+  return t / static_cast<double>(c.num_hidden_layers);
+}
+
+}  // namespace
+
+std::string PlannerDTypeName(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return "fp32";
+    case DType::kF16:
+      return "fp16";
+    case DType::kBF16:
+      return "bf16";
+    default:
+      return std::string(DTypeName(dtype));
+  }
+}
+
+absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
+    const CalibrationOptions& o) {
+  const int threads =
+      o.threads > 0
+          ? o.threads
+          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  kernels::ThreadPool pool(threads);
+  const kernels::MachinePeaks peaks =
+      kernels::MeasureMachinePeaks(pool, o.seconds);
+  if (peaks.read_gbs <= 0 || peaks.f32_gflops <= 0) {
+    return absl::FailedPreconditionError(
+        "calibration needs AVX2+FMA or AVX-512 (no FMA peak measured)");
+  }
+  kernels::Context ctx;
+  ctx.pool = &pool;
+
+  placement::DeviceProfile p;
+  p.kind = "cpu-local";
+  const double mem = static_cast<double>(sysconf(_SC_PHYS_PAGES)) *
+                     static_cast<double>(sysconf(_SC_PAGESIZE));
+  p.memory_bytes = mem;
+  p.memory_bandwidth_bytes_per_s = peaks.read_gbs * 1e9;
+  // The math each weight dtype runs in: f16 and q8_0 weights are widened to
+  // f32 and multiplied with FMAs; bf16 uses vdpbf16ps where the CPU has it.
+  const double f32_peak = peaks.f32_gflops * 1e9;
+  const double bf16_peak =
+      peaks.bf16_gflops > 0 ? peaks.bf16_gflops * 1e9 : f32_peak;
+  p.peak_flops = {{"fp32", f32_peak},
+                  {"fp16", f32_peak},
+                  {"bf16", bf16_peak},
+                  {"q8_0", f32_peak}};
+
+  // GEMM efficiency on a prefill shape (256 tokens through a 2048² matrix,
+  // 4-8 MB of weights: compute-bound), per weight dtype.
+  constexpr int64_t kGemmRows = 256, kGemmDim = 2048;
+  std::string gemm_note;
+  for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0}) {
+    const Tensor w = RandomWeight(d, kGemmDim, kGemmDim, 11);
+    ASSIGN_OR_RETURN(double t, TimeLinear(ctx, w, kGemmRows, o.seconds));
+    const std::string name = PlannerDTypeName(d);
+    const double flops = 2.0 * kGemmRows * kGemmDim * kGemmDim;
+    const double eff = std::min(1.0, flops / t / p.peak_flops[name]);
+    p.compute_efficiency_by_dtype[name] = eff;
+    gemm_note +=
+        fmt::format("{}{} {:.2f}", gemm_note.empty() ? "" : ", ", name, eff);
+  }
+  p.compute_efficiency = p.compute_efficiency_by_dtype["fp32"];
+
+  // GEMV (single-token decode) efficiency: 256 MB of weights streamed once.
+  constexpr int64_t kGemvRows = 16384, kGemvCols = 8192;
+  std::string gemv_note;
+  for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0}) {
+    const int64_t rows = d == DType::kF32 ? kGemvRows / 2 : kGemvRows;
+    const Tensor w = RandomWeight(d, rows, kGemvCols, 13);
+    ASSIGN_OR_RETURN(double t, TimeLinear(ctx, w, 1, o.seconds));
+    const std::string name = PlannerDTypeName(d);
+    const double eff = std::min(1.0, static_cast<double>(w.nbytes()) / t /
+                                         p.memory_bandwidth_bytes_per_s);
+    p.memory_efficiency_by_dtype[name] = eff;
+    gemv_note +=
+        fmt::format("{}{} {:.2f}", gemv_note.empty() ? "" : ", ", name, eff);
+  }
+  p.memory_efficiency = p.memory_efficiency_by_dtype["fp16"];
+
+  ASSIGN_OR_RETURN(p.layer_overhead_s,
+                   MeasureLayerOverhead(threads, o.seconds));
+  p.link_efficiency = 1.0;
+  p.reserved_memory_bytes = std::min(2e9, mem * 0.1);
+  p.memory_utilization = 0.8;
+  const auto [copy_bw, latency] = threads > 1 ? MeasureCopyLink(o.seconds)
+                                              : std::pair<double, double>{0, 0};
+  p.intra_node.bandwidth_bytes_per_s =
+      copy_bw > 0 ? copy_bw : p.memory_bandwidth_bytes_per_s / 3;
+  p.intra_node.latency_s = latency > 0 ? latency : 1e-6;
+  // Between machines nothing is measured here: 10 GbE is assumed.
+  p.inter_node.bandwidth_bytes_per_s = 1.25e9;
+  p.inter_node.latency_s = 50e-6;
+  p.source = fmt::format(
+      "tessera calibrate ({} threads): read {:.1f} GB/s; FMA peak {:.1f} "
+      "GFLOP/s; bf16 peak {:.1f} GFLOP/s; GEMM {}x{}x{} efficiency {}; GEMV "
+      "256 MB efficiency {}; layer overhead {:.1f} us; memcpy {:.1f} GB/s, "
+      "thread hand-off {:.2f} us; inter-node link assumed (10 GbE)",
+      threads, peaks.read_gbs, peaks.f32_gflops, peaks.bf16_gflops, kGemmRows,
+      kGemmDim, kGemmDim, gemm_note, gemv_note, p.layer_overhead_s * 1e6,
+      p.intra_node.bandwidth_bytes_per_s / 1e9, p.intra_node.latency_s * 1e6);
+  RETURN_IF_ERROR(placement::ValidateDeviceProfile(p));
+  return p;
+}
+
+absl::StatusOr<placement::DeviceProfile> LoadProfileOrCalibrate(
+    const std::string& path, int threads) {
+  if (path.empty()) {
+    std::fprintf(stderr, "no --profile: calibrating this machine first...\n");
+    CalibrationOptions options;
+    options.threads = threads;
+    return CalibrateCpu(options);
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  absl::StatusOr<placement::DeviceProfile> profile =
+      placement::ParseDeviceProfile(text);
+  if (!profile.ok()) return Annotate(profile.status(), path);
+  return profile;
+}
+
+placement::ModelSpec ModelSpecFor(const Model& model, DType kv_dtype) {
+  const ModelConfig& c = model.config;
+  placement::ModelSpec s;
+  s.name = model.source;
+  s.architecture = c.architecture;
+  s.num_layers = c.num_hidden_layers;
+  s.hidden_size = c.hidden_size;
+  s.num_heads = c.num_attention_heads;
+  s.num_kv_heads = c.num_key_value_heads;
+  s.head_dim = c.head_dim;
+  s.vocab_size = c.vocab_size;
+  s.max_context = c.max_position_embeddings;
+  s.tie_embeddings = c.tie_word_embeddings;
+  s.gated_mlp = true;
+  if (c.is_moe()) {
+    s.num_experts = c.num_local_experts;
+    s.experts_per_token = c.num_experts_per_tok;
+    s.moe_ffn_size = c.intermediate_size;
+    s.ffn_size = c.intermediate_size;
+  } else {
+    s.ffn_size = c.intermediate_size;
+  }
+  // Bytes per parameter over the 2-D weights actually loaded.
+  double bytes = 0, params = 0;
+  auto add = [&](const Tensor& t) {
+    if (!t.defined() || t.rank() != 2) return;
+    bytes += static_cast<double>(t.nbytes());
+    params += static_cast<double>(t.shape()[0] * t.shape()[1]);
+  };
+  add(model.weights.token_embedding);
+  if (!c.tie_word_embeddings) add(model.weights.lm_head);
+  DType dominant = c.dtype;
+  for (const LayerWeights& l : model.weights.layers) {
+    for (const Tensor* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up,
+                            &l.w_down, &l.router}) {
+      add(*t);
+    }
+    for (const auto* list : {&l.expert_gate, &l.expert_up, &l.expert_down}) {
+      for (const Tensor& t : *list) add(t);
+    }
+    if (l.wq.defined()) dominant = l.wq.dtype();
+  }
+  s.weight_dtype = PlannerDTypeName(dominant);
+  s.weight_bytes =
+      params > 0 ? bytes / params : static_cast<double>(DTypeBytes(c.dtype, 1));
+  s.kv_dtype = PlannerDTypeName(kv_dtype);
+  s.kv_bytes = static_cast<double>(DTypeBytes(kv_dtype, 1));
+  return s;
+}
+
+}  // namespace tessera
