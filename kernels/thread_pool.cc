@@ -25,6 +25,9 @@ inline void CpuRelax() {
 #endif
 }
 
+// See ParallelFor(pool, n, work_per_item, fn).
+constexpr int64_t kChunksPerThread = 4;
+
 inline uint32_t GenOf(uint64_t state) {
   return static_cast<uint32_t>(state >> 32);
 }
@@ -161,8 +164,12 @@ void ParallelFor(ThreadPool* pool, int64_t n, int64_t work_per_item,
     fn(0, n);
     return;
   }
-  pool->ParallelForChunks(n, std::min<int64_t>({n, max_tasks, pool->size()}),
-                          fn);
+  // Up to kChunksPerThread chunks per thread, claimed dynamically: a thread
+  // that runs slow (its core shared with another process) takes fewer, instead
+  // of the whole call waiting for its one equal share.
+  pool->ParallelForChunks(
+      n, std::min<int64_t>({n, max_tasks, kChunksPerThread * pool->size()}),
+      fn);
 }
 
 }  // namespace tessera::kernels

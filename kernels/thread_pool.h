@@ -75,7 +75,8 @@ void ParallelFor(ThreadPool* pool, int64_t n,
                  absl::FunctionRef<void(int64_t, int64_t)> fn);
 
 // Like the above, with `work_per_item` (FLOPs or bytes, an estimate) per
-// index: uses at most one chunk per kMinTaskWork of total work, and runs
+// index: uses at most one chunk per kMinTaskWork of total work (and at most 4
+// per thread, claimed dynamically, so a slow thread takes fewer), and runs
 // inline when there is not enough work for two. The partition stays a
 // function of n, the work and the pool size only.
 void ParallelFor(ThreadPool* pool, int64_t n, int64_t work_per_item,
