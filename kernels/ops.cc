@@ -22,6 +22,8 @@ struct IsaKernels {
   int64_t (*linear_scratch)(const cpu::LinearProblem&);
   void (*linear_range)(const cpu::LinearProblem&, int64_t, int64_t, float*);
   void (*to_bf16)(const float*, int64_t, int64_t, int64_t, uint16_t*, int64_t);
+  void (*to_q8)(const float*, int64_t, int64_t, int64_t, int8_t*, float*,
+                int32_t*);
   void (*dequantize_rows)(cpu::WeightType, const void*, int64_t, const int32_t*,
                           int64_t, float*);
   void (*rms_norm)(const float*, const float*, int64_t, int64_t, float, float*);
@@ -30,6 +32,12 @@ struct IsaKernels {
   void (*silu_mul)(const float*, const float*, int64_t, float*);
   bool (*rope)(float*, int64_t, int64_t, int64_t, int64_t, const int32_t*,
                const float*, bool);
+  void (*rope_table)(const int32_t*, int64_t, int64_t, const float*, bool,
+                     float*, float*);
+  void (*rope_apply)(float*, int64_t, int64_t, int64_t, int64_t, const float*,
+                     const float*, bool);
+  void (*kv_write_head)(cpu::CacheType, void*, int64_t, int64_t, const float*,
+                        int64_t, int64_t, int64_t, const int32_t*);
   void (*kv_write)(cpu::CacheType, void*, void*, int64_t, const float*,
                    const float*, int64_t, int64_t, const int32_t*);
   int64_t (*attention_scratch)(const cpu::AttentionProblem&, int64_t);
@@ -37,13 +45,15 @@ struct IsaKernels {
                     float*);
 };
 
-#define TESSERA_ISA_KERNELS(ns)                                            \
-  IsaKernels {                                                             \
-    &cpu::ns::GetLinearTraits, &cpu::ns::LinearScratchFloats,              \
-        &cpu::ns::LinearRange, &cpu::ns::ConvertRowsToBF16,                \
-        &cpu::ns::DequantizeRows, &cpu::ns::RmsNorm, &cpu::ns::AddRmsNorm, \
-        &cpu::ns::SiluMul, &cpu::ns::Rope, &cpu::ns::KvCacheWrite,         \
-        &cpu::ns::AttentionScratchFloats, &cpu::ns::Attention              \
+#define TESSERA_ISA_KERNELS(ns)                                                \
+  IsaKernels {                                                                 \
+    &cpu::ns::GetLinearTraits, &cpu::ns::LinearScratchFloats,                  \
+        &cpu::ns::LinearRange, &cpu::ns::ConvertRowsToBF16,                    \
+        &cpu::ns::QuantizeRowsQ8, &cpu::ns::DequantizeRows, &cpu::ns::RmsNorm, \
+        &cpu::ns::AddRmsNorm, &cpu::ns::SiluMul, &cpu::ns::Rope,               \
+        &cpu::ns::RopeTable, &cpu::ns::RopeApply, &cpu::ns::KvCacheWriteHead,  \
+        &cpu::ns::KvCacheWrite, &cpu::ns::AttentionScratchFloats,              \
+        &cpu::ns::Attention                                                    \
   }
 
 constexpr IsaKernels kAvx512Kernels = TESSERA_ISA_KERNELS(avx512);
@@ -72,6 +82,19 @@ float* ThreadScratch(int64_t floats) {
   thread_local std::vector<float> buffer;
   if (static_cast<int64_t>(buffer.size()) < floats) buffer.resize(floats);
   return buffer.data();
+}
+
+int64_t RowBytesOf(cpu::WeightType t, int64_t k) {
+  switch (t) {
+    case cpu::WeightType::kF32:
+      return 4 * k;
+    case cpu::WeightType::kF16:
+    case cpu::WeightType::kBF16:
+      return 2 * k;
+    case cpu::WeightType::kQ8_0:
+      return k / 32 * 34;
+  }
+  return 4 * k;
 }
 
 bool ToWeightType(DType dtype, cpu::WeightType* out) {
@@ -149,22 +172,24 @@ bool IsaSupported(Isa isa) {
   return false;
 }
 
-absl::Status Linear(const Context& ctx, const float* x, int64_t m, int64_t ldx,
-                    const Tensor& w, const float* bias, float* y, int64_t ldy) {
-  if (!IsaSupported(ctx.isa)) {
-    return absl::InvalidArgumentError(std::string("Linear: ISA ") +
-                                      IsaName(ctx.isa) +
-                                      " is not supported by this CPU");
-  }
-  const IsaKernels* kern = KernelsFor(ctx.isa);
-  if (kern == nullptr) return reference::Linear(x, m, ldx, w, bias, y, ldy);
+namespace {
+
+// Validates a Linear call and fills `p`, preparing the activations the chosen
+// path reads (bf16 or q8_0 copies in thread-local buffers: valid until this
+// thread's next Linear). Returns false in *run when there is nothing to do.
+absl::Status PrepareLinear(const Context& ctx, const IsaKernels* kern,
+                           const float* x, int64_t m, int64_t ldx,
+                           const Tensor& w, const float* bias, float* y,
+                           int64_t ldy, cpu::LinearProblem* out, bool* run) {
   int64_t n, k;
   RETURN_IF_ERROR(reference::CheckLinearWeight(w, &n, &k));
   if (m < 0 || (m > 0 && (ldx < k || ldy < n))) {
     return absl::InvalidArgumentError("Linear: bad activation strides");
   }
-  if (m == 0 || n == 0) return absl::OkStatus();
-  cpu::LinearProblem p;
+  *run = m > 0 && n > 0;
+  if (!*run) return absl::OkStatus();
+  cpu::LinearProblem& p = *out;
+  p = cpu::LinearProblem();
   p.x = x;
   p.m = m;
   p.ldx = ldx;
@@ -184,9 +209,53 @@ absl::Status Linear(const Context& ctx, const float* x, int64_t m, int64_t ldx,
     p.xb = xb.data();
     p.ldxb = k;
   }
+  if (p.wtype == cpu::WeightType::kQ8_0 && !ctx.exact &&
+      m <= traits.gemv_max_m) {
+    // Quantized once here, shared by every thread (the same bytes whatever
+    // the thread count).
+    thread_local std::vector<int8_t> xq;
+    thread_local std::vector<float> xd;
+    thread_local std::vector<int32_t> xsum;
+    if (static_cast<int64_t>(xq.size()) < m * k) {
+      xq.resize(m * k);
+      xd.resize(m * k / 4);
+      xsum.resize(m * k / 32);
+    }
+    kern->to_q8(x, m, k, ldx, xq.data(), xd.data(), xsum.data());
+    p.xsum = xsum.data();
+    p.xq = xq.data();
+    p.ldxq = k;
+    p.xd = xd.data();
+    p.ldxd = k / 4;
+    p.vnni = Resolve(ctx.isa) == Isa::kAvx512 && GetCpuFeatures().avx512_vnni;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Linear(const Context& ctx, const float* x, int64_t m, int64_t ldx,
+                    const Tensor& w, const float* bias, float* y, int64_t ldy) {
+  if (!IsaSupported(ctx.isa)) {
+    return absl::InvalidArgumentError(std::string("Linear: ISA ") +
+                                      IsaName(ctx.isa) +
+                                      " is not supported by this CPU");
+  }
+  const IsaKernels* kern = KernelsFor(ctx.isa);
+  if (kern == nullptr) return reference::Linear(x, m, ldx, w, bias, y, ldy);
+  cpu::LinearProblem p;
+  bool run = false;
+  RETURN_IF_ERROR(
+      PrepareLinear(ctx, kern, x, m, ldx, w, bias, y, ldy, &p, &run));
+  if (!run) return absl::OkStatus();
+  const cpu::LinearTraits traits = kern->linear_traits();
   const int64_t scratch = kern->linear_scratch(p);
-  const int64_t tiles = (n + traits.nr - 1) / traits.nr;
-  ParallelFor(ctx.pool, tiles, [&](int64_t begin, int64_t end) {
+  const int64_t tiles = (p.n + traits.nr - 1) / traits.nr;
+  // Work per tile: its FLOPs or its weight bytes, whichever is larger.
+  const int64_t tile_work =
+      traits.nr * std::max<int64_t>(2 * m * p.k, RowBytesOf(p.wtype, p.k));
+  const int64_t n = p.n;
+  ParallelFor(ctx.pool, tiles, tile_work, [&](int64_t begin, int64_t end) {
     kern->linear_range(p, begin * traits.nr,
                        std::min<int64_t>(end * traits.nr, n),
                        ThreadScratch(scratch));
@@ -200,11 +269,9 @@ void RmsNorm(const Context& ctx, const float* x, const float* weight,
   if (kern == nullptr || ctx.isa == Isa::kScalar) {
     return reference::RmsNorm(x, weight, rows, n, eps, out);
   }
-  ParallelFor(rows > 8 ? ctx.pool : nullptr, rows,
-              [&](int64_t begin, int64_t end) {
-                kern->rms_norm(x + begin * n, weight, end - begin, n, eps,
-                               out + begin * n);
-              });
+  ParallelFor(ctx.pool, rows, 3 * n, [&](int64_t begin, int64_t end) {
+    kern->rms_norm(x + begin * n, weight, end - begin, n, eps, out + begin * n);
+  });
 }
 
 void AddRmsNorm(const Context& ctx, float* residual, const float* delta,
@@ -214,11 +281,10 @@ void AddRmsNorm(const Context& ctx, float* residual, const float* delta,
   if (kern == nullptr || ctx.isa == Isa::kScalar) {
     return reference::AddRmsNorm(residual, delta, weight, rows, n, eps, out);
   }
-  ParallelFor(
-      rows > 8 ? ctx.pool : nullptr, rows, [&](int64_t begin, int64_t end) {
-        kern->add_rms_norm(residual + begin * n, delta + begin * n, weight,
-                           end - begin, n, eps, out + begin * n);
-      });
+  ParallelFor(ctx.pool, rows, 5 * n, [&](int64_t begin, int64_t end) {
+    kern->add_rms_norm(residual + begin * n, delta + begin * n, weight,
+                       end - begin, n, eps, out + begin * n);
+  });
 }
 
 void Rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim,
@@ -270,6 +336,119 @@ void KvCacheWrite(const KvCacheView& cache, const float* k, const float* v,
                  slots);
 }
 
+absl::Status QkvRopeKvWrite(const Context& ctx, const float* x, int64_t m,
+                            int64_t ldx, const QkvProjection& w,
+                            int64_t num_heads, const int32_t* positions,
+                            const float* inv_freq, bool pairwise,
+                            const KvCacheView& cache, const int32_t* slots,
+                            float* q_out, int64_t ldq) {
+  if (!IsaSupported(ctx.isa)) {
+    return absl::InvalidArgumentError(std::string("QkvRopeKvWrite: ISA ") +
+                                      IsaName(ctx.isa) +
+                                      " is not supported by this CPU");
+  }
+  RETURN_IF_ERROR(reference::CheckQkv(x, m, ldx, w, num_heads, cache, ldq));
+  if (m == 0) return absl::OkStatus();
+  const int64_t hd = cache.head_dim;
+  const int64_t kv_heads = cache.num_kv_heads;
+  const IsaKernels* kern = KernelsFor(ctx.isa);
+  if (kern == nullptr || ctx.isa == Isa::kScalar) {
+    return reference::QkvRopeKvWrite(x, m, ldx, w, num_heads, positions,
+                                     inv_freq, pairwise, cache, slots, q_out,
+                                     ldq);
+  }
+  const cpu::LinearTraits traits = kern->linear_traits();
+  if (m > traits.gemv_max_m || hd / 2 > 512) {
+    // Prefill: the projections are compute-bound GEMMs, blocked over all
+    // outputs; fusing per head would repack the activations once per head.
+    const int64_t kv_dim = kv_heads * hd;
+    thread_local std::vector<float> kbuf, vbuf;
+    if (static_cast<int64_t>(kbuf.size()) < m * kv_dim) {
+      kbuf.resize(m * kv_dim);
+      vbuf.resize(m * kv_dim);
+    }
+    RETURN_IF_ERROR(Linear(ctx, x, m, ldx, *w.wq, w.bq, q_out, ldq));
+    RETURN_IF_ERROR(Linear(ctx, x, m, ldx, *w.wk, w.bk, kbuf.data(), kv_dim));
+    RETURN_IF_ERROR(Linear(ctx, x, m, ldx, *w.wv, w.bv, vbuf.data(), kv_dim));
+    for (int64_t i = 0; i < m; ++i) {
+      if (w.q_norm != nullptr) {
+        RmsNorm(ctx, q_out + i * ldq, w.q_norm, num_heads, hd, w.norm_eps,
+                q_out + i * ldq);
+      }
+      if (w.k_norm != nullptr) {
+        RmsNorm(ctx, kbuf.data() + i * kv_dim, w.k_norm, kv_heads, hd,
+                w.norm_eps, kbuf.data() + i * kv_dim);
+      }
+    }
+    Rope(q_out, m, num_heads, hd, ldq, positions, inv_freq, pairwise);
+    Rope(kbuf.data(), m, kv_heads, hd, kv_dim, positions, inv_freq, pairwise);
+    KvCacheWrite(cache, kbuf.data(), vbuf.data(), m, kv_dim, slots);
+    return absl::OkStatus();
+  }
+  // Decode: one pass over q, k and v heads. x is prepared (q8_0-quantized
+  // for q8_0 weights) once per projection; each head is a Linear over its
+  // head_dim weight rows (the same bits as the whole Linear: dot products do
+  // not depend on the tiling), then normalized, rotated and stored while in
+  // L1.
+  cpu::LinearProblem pq, pk, pv;
+  bool run = false;
+  RETURN_IF_ERROR(
+      PrepareLinear(ctx, kern, x, m, ldx, *w.wq, w.bq, q_out, ldq, &pq, &run));
+  RETURN_IF_ERROR(PrepareLinear(ctx, kern, x, m, ldx, *w.wk, w.bk, nullptr,
+                                kv_heads * hd, &pk, &run));
+  RETURN_IF_ERROR(PrepareLinear(ctx, kern, x, m, ldx, *w.wv, w.bv, nullptr,
+                                kv_heads * hd, &pv, &run));
+  thread_local std::vector<float> cs, sn;
+  if (static_cast<int64_t>(cs.size()) < m * hd) {
+    cs.resize(m * hd);
+    sn.resize(m * hd);
+  }
+  kern->rope_table(positions, m, hd, inv_freq, pairwise, cs.data(), sn.data());
+  const cpu::CacheType ct = ToCacheType(cache.dtype);
+  const int64_t kv_row = kv_heads * hd;
+  const int64_t units = num_heads + 2 * kv_heads;
+  const int64_t unit_work =
+      hd * std::max<int64_t>(2 * m * pq.k, RowBytesOf(pq.wtype, pq.k));
+  const float* cs_data = cs.data();
+  const float* sn_data = sn.data();
+  ParallelFor(ctx.pool, units, unit_work, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> head_buf;
+    if (static_cast<int64_t>(head_buf.size()) < m * hd) head_buf.resize(m * hd);
+    for (int64_t u = begin; u < end; ++u) {
+      const int which = u < num_heads ? 0 : u < num_heads + kv_heads ? 1 : 2;
+      const int64_t h = which == 0   ? u
+                        : which == 1 ? u - num_heads
+                                     : u - num_heads - kv_heads;
+      const cpu::LinearProblem& base = which == 0 ? pq : which == 1 ? pk : pv;
+      cpu::LinearProblem p = base;
+      p.w = static_cast<const uint8_t*>(base.w) +
+            h * hd * RowBytesOf(base.wtype, base.k);
+      p.n = hd;
+      p.bias = base.bias != nullptr ? base.bias + h * hd : nullptr;
+      p.y = which == 0 ? q_out + h * hd : head_buf.data();
+      p.ldy = which == 0 ? ldq : hd;
+      kern->linear_range(p, 0, hd, nullptr);
+      const float* norm = which == 0   ? w.q_norm
+                          : which == 1 ? w.k_norm
+                                       : nullptr;
+      if (norm != nullptr) {
+        for (int64_t i = 0; i < m; ++i) {
+          kern->rms_norm(p.y + i * p.ldy, norm, 1, hd, w.norm_eps,
+                         p.y + i * p.ldy);
+        }
+      }
+      if (which != 2) {
+        kern->rope_apply(p.y, m, 1, hd, p.ldy, cs_data, sn_data, pairwise);
+      }
+      if (which != 0) {
+        kern->kv_write_head(ct, which == 1 ? cache.k : cache.v, kv_row, h * hd,
+                            p.y, m, hd, hd, slots);
+      }
+    }
+  });
+  return absl::OkStatus();
+}
+
 absl::Status PagedAttention(const Context& ctx, const float* q,
                             int64_t q_stride, const KvCacheView& cache,
                             const AttentionBatch& batch, int64_t num_heads,
@@ -295,6 +474,11 @@ absl::Status PagedAttention(const Context& ctx, const float* q,
   split_groups.clear();
   int64_t partial_vecs = 0;
   int64_t max_rows = 1;
+  int64_t work = 0;  // ~FLOPs: 4 per (query vector, position, dimension).
+  for (int64_t s = 0; s < batch.num_seqs; ++s) {
+    const int64_t q_len = batch.query_start[s + 1] - batch.query_start[s];
+    work += 4 * q_len * num_heads * batch.context_len[s] * d;
+  }
   for (int64_t s = 0; s < batch.num_seqs; ++s) {
     const int64_t q_len = batch.query_start[s + 1] - batch.query_start[s];
     const int64_t ctx_len = batch.context_len[s];
@@ -354,7 +538,7 @@ absl::Status PagedAttention(const Context& ctx, const float* q,
     float* buf = ThreadScratch(scratch);
     for (int64_t i = begin; i < end; ++i) kern->attention(p, item_data[i], buf);
   };
-  if (ctx.pool != nullptr) {
+  if (ctx.pool != nullptr && work >= 2 * kMinTaskWork) {
     ctx.pool->ParallelForChunks(n_items, n_items, run);
   } else {
     run(0, n_items);

@@ -38,6 +38,12 @@ struct Context {
   // bf16 and uses vdpbf16ps (2x the f32 FMA rate, ~3 significant digits per
   // product, f32 accumulation). Set `exact` to keep the activations in f32
   // (weights widened exactly, f32 FMA).
+  // For q8_0 weights, GEMV (m <= 4 on AVX-512, 3 on AVX2) quantizes each
+  // activation row to q8_0 too (per 32 values: scale amax/127, int8 rounded
+  // half-even; as llama.cpp does) and uses int8 dot products (vpdpbusd with
+  // AVX512_VNNI): each activation is off by at most amax/254 of its block,
+  // so |y - reference| <= Σ_blocks amax/254 · Σ|w| (+ f32 rounding). `exact`
+  // keeps f32 activations there too.
   bool exact = false;
 };
 
@@ -90,6 +96,38 @@ struct KvCacheView {
 // + offset).
 void KvCacheWrite(const KvCacheView& cache, const float* k, const float* v,
                   int64_t tokens, int64_t kv_stride, const int32_t* slots);
+
+// The attention input projections of one layer, for QkvRopeKvWrite.
+struct QkvProjection {
+  const Tensor* wq = nullptr;  // [num_heads * head_dim, k]
+  const Tensor* wk = nullptr;  // [num_kv_heads * head_dim, k]
+  const Tensor* wv = nullptr;  // [num_kv_heads * head_dim, k]
+  const float* bq = nullptr;   // Optional biases (e.g. Qwen2).
+  const float* bk = nullptr;
+  const float* bv = nullptr;
+  // Optional per-head RMSNorm weights (head_dim values) of q and k, applied
+  // before RoPE (Qwen3's QK-norm), with norm_eps.
+  const float* q_norm = nullptr;
+  const float* k_norm = nullptr;
+  float norm_eps = 1e-6f;
+};
+
+// Fused attention prologue of m tokens: q = x·Wqᵀ (+ bq), k and v likewise;
+// q and k RmsNorm'ed per head (when q_norm/k_norm are set) and rotated by
+// Rope (positions, inv_freq, pairwise as in Rope); k and v stored into `cache`
+// (which gives num_kv_heads and head_dim) at `slots`, q into q_out [m,
+// num_heads * head_dim] (row stride ldq). Bit for bit the same as Linear ×3,
+// RmsNorm, Rope ×2 and KvCacheWrite with the same Context. Decode-sized m
+// (the GEMV range) runs as one parallel pass over heads, each head projected,
+// normalized, rotated and stored by one thread while it is in L1; larger m
+// (compute-bound GEMM) runs the unfused sequence. InvalidArgument for
+// inconsistent shapes.
+absl::Status QkvRopeKvWrite(const Context& ctx, const float* x, int64_t m,
+                            int64_t ldx, const QkvProjection& w,
+                            int64_t num_heads, const int32_t* positions,
+                            const float* inv_freq, bool pairwise,
+                            const KvCacheView& cache, const int32_t* slots,
+                            float* q_out, int64_t ldq);
 
 // A mixed prefill/decode batch for PagedAttention. Sequence s owns query rows
 // [query_start[s], query_start[s+1]) and has context_len[s] tokens in the cache

@@ -57,8 +57,6 @@ class CpuModelRunner final : public ModelRunner {
     h_.resize(t * cfg_.hidden_size);
     delta_.resize(t * cfg_.hidden_size);
     q_.resize(t * q_dim_);
-    k_.resize(t * kv_dim_);
-    v_.resize(t * kv_dim_);
     attn_.resize(t * q_dim_);
     gate_.resize(t * ffn);
     up_.resize(t * ffn);
@@ -229,31 +227,26 @@ class CpuModelRunner final : public ModelRunner {
     const int64_t t = total_tokens_;
     const int64_t hidden = cfg_.hidden_size;
     const int64_t hd = cfg_.head_dim;
-    RETURN_IF_ERROR(kernels::Linear(
-        ctx_, h_.data(), t, hidden, lw.wq,
-        lw.bq.defined() ? lw.bq.data<float>() : nullptr, q_.data(), q_dim_));
-    RETURN_IF_ERROR(kernels::Linear(
-        ctx_, h_.data(), t, hidden, lw.wk,
-        lw.bk.defined() ? lw.bk.data<float>() : nullptr, k_.data(), kv_dim_));
-    RETURN_IF_ERROR(kernels::Linear(
-        ctx_, h_.data(), t, hidden, lw.wv,
-        lw.bv.defined() ? lw.bv.data<float>() : nullptr, v_.data(), kv_dim_));
+    // Fused: q/k/v projections, QK-norm, RoPE and the paged KV-cache write
+    // (one parallel pass over heads when decoding).
+    kernels::QkvProjection proj;
+    proj.wq = &lw.wq;
+    proj.wk = &lw.wk;
+    proj.wv = &lw.wv;
+    proj.bq = lw.bq.defined() ? lw.bq.data<float>() : nullptr;
+    proj.bk = lw.bk.defined() ? lw.bk.data<float>() : nullptr;
+    proj.bv = lw.bv.defined() ? lw.bv.data<float>() : nullptr;
     if (cfg_.qk_norm) {
-      kernels::RmsNorm(ctx_, q_.data(), lw.q_norm.data<float>(),
-                       t * cfg_.num_attention_heads, hd, cfg_.rms_norm_eps,
-                       q_.data());
-      kernels::RmsNorm(ctx_, k_.data(), lw.k_norm.data<float>(),
-                       t * cfg_.num_key_value_heads, hd, cfg_.rms_norm_eps,
-                       k_.data());
+      proj.q_norm = lw.q_norm.data<float>();
+      proj.k_norm = lw.k_norm.data<float>();
     }
-    const bool pairwise = model_.rope_style == RopeStyle::kPairwise;
-    kernels::Rope(q_.data(), t, cfg_.num_attention_heads, hd, q_dim_,
-                  positions_.data(), inv_freq_.data(), pairwise);
-    kernels::Rope(k_.data(), t, cfg_.num_key_value_heads, hd, kv_dim_,
-                  positions_.data(), inv_freq_.data(), pairwise);
+    proj.norm_eps = cfg_.rms_norm_eps;
     const kernels::KvCacheView cache = CacheView(layer);
-    kernels::KvCacheWrite(cache, k_.data(), v_.data(), t, kv_dim_,
-                          slots_.data());
+    RETURN_IF_ERROR(kernels::QkvRopeKvWrite(
+        ctx_, h_.data(), t, hidden, proj, cfg_.num_attention_heads,
+        positions_.data(), inv_freq_.data(),
+        model_.rope_style == RopeStyle::kPairwise, cache, slots_.data(),
+        q_.data(), q_dim_));
     const kernels::AttentionBatch ab{num_seqs_, query_start_.data(),
                                      context_len_.data(), block_tables_.data(),
                                      max_blocks_per_seq_};
@@ -382,7 +375,7 @@ class CpuModelRunner final : public ModelRunner {
   std::vector<int32_t> tokens_, positions_, slots_, query_start_, context_len_,
       block_tables_;
   std::vector<int64_t> sample_rows_;
-  std::vector<float> x_, h_, delta_, q_, k_, v_, attn_, gate_, up_, logits_;
+  std::vector<float> x_, h_, delta_, q_, attn_, gate_, up_, logits_;
   // MoE workspace.
   std::vector<float> router_logits_, expert_weights_, moe_in_, moe_out_,
       moe_gate_, moe_up_;

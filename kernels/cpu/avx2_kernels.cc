@@ -71,6 +71,22 @@ struct Simd {
   static V Mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V Div(V a, V b) { return _mm256_div_ps(a, b); }
   static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V Max(V a, V b) { return _mm256_max_ps(a, b); }
+  static V Abs(V v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+  static float ReduceMax(V v) {
+    __m128 s =
+        _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  // Rounds to the nearest integer (ties to even), saturates to int8.
+  static void StoreI8(int8_t* p, V v) {
+    const __m256i i = _mm256_cvtps_epi32(v);
+    const __m128i s16 = _mm_packs_epi32(_mm256_castsi256_si128(i),
+                                        _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi16(s16, s16));
+  }
   static float ReduceAdd(V v) {
     __m128 s =
         _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -79,11 +95,20 @@ struct Simd {
     return _mm_cvtss_f32(s);
   }
   static V SwapPairs(V v) { return _mm256_permute_ps(v, 0xB1); }
-  // out[0..3] = horizontal sums of a, b, c, d.
+  // out[0..3] = horizontal sums of a, b, c, d, added in the same order as
+  // ReduceAdd (lanes 4 apart, then 2, then 1), so a dot product has the same
+  // bits in any tile width (results never depend on how outputs are split).
   static void ReduceAdd4(V a, V b, V c, V d, float* out) {
-    const V t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t),
-                                  _mm256_extractf128_ps(t, 1)));
+    __m128 sa =
+        _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    __m128 sb =
+        _mm_add_ps(_mm256_castps256_ps128(b), _mm256_extractf128_ps(b, 1));
+    __m128 sc =
+        _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps(c, 1));
+    __m128 sd =
+        _mm_add_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
+    _MM_TRANSPOSE4_PS(sa, sb, sc, sd);  // sa = lane 0 of each, sb lane 1...
+    _mm_storeu_ps(out, _mm_add_ps(_mm_add_ps(sa, sc), _mm_add_ps(sb, sd)));
   }
   static V Exp(V x) {
     x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
@@ -135,6 +160,98 @@ struct Traits {
   static constexpr int64_t kStreamBlockBytes = 512 * 1024;
 };
 
+// q8_0 × q8_0 dot products of MR quantized activation rows with NR weight
+// rows, one block (32 bytes, one ymm) per step: |w| (u8) × x with w's sign
+// (s8) by vpmaddubsw (pair sums < 2^15: no saturation), vpmaddwd to int32,
+// then one FMA with the product of the two blocks' scales.
+template <int MR, int NR>
+inline void Q8DotTile(const int8_t* xq, int64_t ldxq, const float* xd,
+                      int64_t ldxd, const uint8_t* w, int64_t wld, int64_t nb,
+                      float out[MR][NR]) {
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; ++i) {
+    for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
+  }
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b) {
+    if ((b & 1) == 0) {
+      for (int r = 0; r < NR; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(w + (r + NR) * wld) + b * 34,
+                     _MM_HINT_T1);
+      }
+    }
+    __m256i xv[MR];
+    for (int i = 0; i < MR; ++i) {
+      xv[i] = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(xq + i * ldxq + b * 32));
+    }
+    for (int r = 0; r < NR; ++r) {
+      const uint8_t* blk = w + r * wld + b * 34;
+      uint16_t h;
+      __builtin_memcpy(&h, blk, 2);
+      const __m256 dw =
+          _mm256_cvtph_ps(_mm_set1_epi16(static_cast<int16_t>(h)));
+      const __m256i wv =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+      const __m256i aw = _mm256_sign_epi8(wv, wv);
+      for (int i = 0; i < MR; ++i) {
+        const __m256i s = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv[i], wv)), ones);
+        acc[i][r] = _mm256_fmadd_ps(
+            _mm256_cvtepi32_ps(s),
+            _mm256_mul_ps(dw, _mm256_loadu_ps(xd + i * ldxd + b * 8)),
+            acc[i][r]);
+      }
+    }
+  }
+  // One reduction per accumulator (not ReduceAdd4): the same bits whatever
+  // the tile width, so results never depend on how [n0, n1) was split.
+  for (int i = 0; i < MR; ++i) {
+    for (int r = 0; r < NR; ++r) out[i][r] = Simd::ReduceAdd(acc[i][r]);
+  }
+}
+
+template <int MR, int NR>
+inline void Q8Tile(const cpu::LinearProblem& p, const uint8_t* w, int64_t wld,
+                   int64_t j) {
+  float t[MR][NR];
+  Q8DotTile<MR, NR>(p.xq, p.ldxq, p.xd, p.ldxd, w + j * wld, wld, p.k / 32, t);
+  for (int i = 0; i < MR; ++i) {
+    for (int r = 0; r < NR; ++r) {
+      p.y[i * p.ldy + j + r] =
+          t[i][r] + (p.bias != nullptr ? p.bias[j + r] : 0.0f);
+    }
+  }
+}
+
+// 4 weight rows per tile for 1-2 activation rows, 2 for 3 (16 registers).
+template <int MR>
+void Q8GemvRangeM(const cpu::LinearProblem& p, int64_t n0, int64_t n1) {
+  constexpr int kNr = MR <= 2 ? 4 : 2;
+  const int64_t wld = p.k / 32 * 34;
+  const uint8_t* w = static_cast<const uint8_t*>(p.w);
+  int64_t j = n0;
+  for (; j + kNr <= n1; j += kNr) Q8Tile<MR, kNr>(p, w, wld, j);
+  for (; j < n1; ++j) Q8Tile<MR, 1>(p, w, wld, j);
+}
+
+}  // namespace
+
+void Q8GemvRange(const cpu::LinearProblem& p, int64_t n0, int64_t n1) {
+  switch (p.m) {
+    case 1:
+      return Q8GemvRangeM<1>(p, n0, n1);
+    case 2:
+      return Q8GemvRangeM<2>(p, n0, n1);
+    default:
+      return Q8GemvRangeM<3>(p, n0, n1);
+  }
+}
+
+namespace {
+inline void Q8Gemv(const cpu::LinearProblem& p, int64_t n0, int64_t n1) {
+  Q8GemvRange(p, n0, n1);
+}
 }  // namespace
 
 #define TESSERA_HAS_BF16_DOT 0

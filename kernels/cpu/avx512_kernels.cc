@@ -75,7 +75,15 @@ struct Simd {
   static V Mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V Div(V a, V b) { return _mm512_div_ps(a, b); }
   static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V Max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V Abs(V v) { return _mm512_abs_ps(v); }
   static float ReduceAdd(V v) { return _mm512_reduce_add_ps(v); }
+  static float ReduceMax(V v) { return _mm512_reduce_max_ps(v); }
+  // Rounds to the nearest integer (ties to even), saturates to int8.
+  static void StoreI8(int8_t* p, V v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)));
+  }
   static V SwapPairs(V v) { return _mm512_permute_ps(v, 0xB1); }
   // out[0..3] = horizontal sums of a, b, c, d (a transpose-and-add tree:
   // ~12 instructions instead of 4 full reductions).
@@ -190,6 +198,17 @@ inline void Bf16DotTile(const uint16_t* xb, int64_t ldxb, const uint16_t* w,
   ReduceTile<MR * NR>(&acc[0][0], &out[0][0]);
 }
 
+}  // namespace
+
+#define TESSERA_Q8_VNNI 0
+#include "kernels/cpu/internal/q8_gemv_avx512.inc"
+#undef TESSERA_Q8_VNNI
+
+namespace {
+inline void Q8Gemv(const cpu::LinearProblem& p, int64_t n0, int64_t n1) {
+  if (p.vnni) return cpu::avx512_vnni::Q8GemvRange(p, n0, n1);
+  Q8GemvRange(p, n0, n1);
+}
 }  // namespace
 
 #define TESSERA_HAS_BF16_DOT 1

@@ -195,6 +195,64 @@ void KvCacheWrite(const KvCacheView& cache, const float* k, const float* v,
   }
 }
 
+absl::Status CheckQkv(const float* x, int64_t m, int64_t ldx,
+                      const QkvProjection& w, int64_t num_heads,
+                      const KvCacheView& cache, int64_t ldq) {
+  if (w.wq == nullptr || w.wk == nullptr || w.wv == nullptr) {
+    return absl::InvalidArgumentError("QkvRopeKvWrite: missing weights");
+  }
+  const int64_t hd = cache.head_dim;
+  const int64_t kv_heads = cache.num_kv_heads;
+  if (hd <= 0 || hd % 2 != 0 || kv_heads <= 0 || num_heads <= 0 ||
+      num_heads % kv_heads != 0) {
+    return absl::InvalidArgumentError(
+        "QkvRopeKvWrite: bad head geometry (head_dim must be even and "
+        "num_heads a multiple of num_kv_heads)");
+  }
+  int64_t nq, kq, nk, kk, nv, kv;
+  RETURN_IF_ERROR(Annotate(CheckLinearWeight(*w.wq, &nq, &kq), "wq"));
+  RETURN_IF_ERROR(Annotate(CheckLinearWeight(*w.wk, &nk, &kk), "wk"));
+  RETURN_IF_ERROR(Annotate(CheckLinearWeight(*w.wv, &nv, &kv), "wv"));
+  if (nq != num_heads * hd || nk != kv_heads * hd || nv != kv_heads * hd ||
+      kk != kq || kv != kq) {
+    return absl::InvalidArgumentError(
+        "QkvRopeKvWrite: weight shapes do not match the head geometry");
+  }
+  if (m < 0 || (m > 0 && (x == nullptr || ldx < kq || ldq < nq))) {
+    return absl::InvalidArgumentError("QkvRopeKvWrite: bad activation strides");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status QkvRopeKvWrite(const float* x, int64_t m, int64_t ldx,
+                            const QkvProjection& w, int64_t num_heads,
+                            const int32_t* positions, const float* inv_freq,
+                            bool pairwise, const KvCacheView& cache,
+                            const int32_t* slots, float* q_out, int64_t ldq) {
+  RETURN_IF_ERROR(CheckQkv(x, m, ldx, w, num_heads, cache, ldq));
+  const int64_t hd = cache.head_dim;
+  const int64_t kv_dim = cache.num_kv_heads * hd;
+  std::vector<float> k(m * kv_dim), v(m * kv_dim);
+  RETURN_IF_ERROR(Linear(x, m, ldx, *w.wq, w.bq, q_out, ldq));
+  RETURN_IF_ERROR(Linear(x, m, ldx, *w.wk, w.bk, k.data(), kv_dim));
+  RETURN_IF_ERROR(Linear(x, m, ldx, *w.wv, w.bv, v.data(), kv_dim));
+  for (int64_t i = 0; i < m; ++i) {
+    if (w.q_norm != nullptr) {
+      RmsNorm(q_out + i * ldq, w.q_norm, num_heads, hd, w.norm_eps,
+              q_out + i * ldq);
+    }
+    if (w.k_norm != nullptr) {
+      RmsNorm(k.data() + i * kv_dim, w.k_norm, cache.num_kv_heads, hd,
+              w.norm_eps, k.data() + i * kv_dim);
+    }
+  }
+  Rope(q_out, m, num_heads, hd, ldq, positions, inv_freq, pairwise);
+  Rope(k.data(), m, cache.num_kv_heads, hd, kv_dim, positions, inv_freq,
+       pairwise);
+  reference::KvCacheWrite(cache, k.data(), v.data(), m, kv_dim, slots);
+  return absl::OkStatus();
+}
+
 absl::Status CheckAttention(const KvCacheView& cache,
                             const AttentionBatch& batch, int64_t num_heads) {
   if (cache.dtype != DType::kF32 && cache.dtype != DType::kF16 &&

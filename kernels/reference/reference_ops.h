@@ -38,6 +38,18 @@ absl::Status PagedAttention(const float* q, int64_t q_stride,
 void RouterTopK(const float* logits, int64_t tokens, int64_t experts, int64_t k,
                 int32_t* ids, float* weights);
 
+// Linear ×3, per-head RmsNorm, Rope ×2 and KvCacheWrite: the definition of
+// the fused op.
+absl::Status QkvRopeKvWrite(const float* x, int64_t m, int64_t ldx,
+                            const QkvProjection& w, int64_t num_heads,
+                            const int32_t* positions, const float* inv_freq,
+                            bool pairwise, const KvCacheView& cache,
+                            const int32_t* slots, float* q_out, int64_t ldq);
+// Checks QkvRopeKvWrite's shapes (shared with the fast path).
+absl::Status CheckQkv(const float* x, int64_t m, int64_t ldx,
+                      const QkvProjection& w, int64_t num_heads,
+                      const KvCacheView& cache, int64_t ldq);
+
 // Checks an attention batch against the cache geometry (shared with the fast
 // path).
 absl::Status CheckAttention(const KvCacheView& cache,

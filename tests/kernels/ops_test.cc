@@ -6,12 +6,19 @@
 // product is bounded by ~k·ε·Σ|x·w| and is typically √k·ε·Σ|x·w|, so we allow
 // 2e-5·Σ|x·w| (ε = 6e-8, k <= 1100). The bf16 dot-product path rounds the
 // activations to bf16 (relative error <= 2^-9 each), so it gets 2^-8·Σ|x·w|.
+// The q8_0 GEMV quantizes each activation to its block's int8 grid (error <=
+// amax/254 per value), so it gets Σ_blocks amax/254 · Σ|w| on top (the exact
+// bound, +0.1%). The fused QKV op must equal the unfused ops bit for bit.
 // Elementwise ops use a vector exp / f32 sum of squares: a few ulps.
 #include "kernels/ops.h"
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/random.h"
@@ -83,12 +90,24 @@ void CheckLinear(const LinearCase& c, Isa isa, bool exact, ThreadPool* pool) {
   // Error scale per output: Σ|x·w|.
   std::vector<float> row(c.k);
   const bool bf16_dot = c.dtype == DType::kBF16 && !exact;
+  // q8_0 GEMV quantizes the activations to q8_0 blocks (ops.h, Context::exact):
+  // each value moves by at most its block's amax/254.
+  const bool q8_dot =
+      c.dtype == DType::kQ8_0 && !exact && c.m <= 4 && isa != Isa::kScalar;
   for (int64_t j = 0; j < c.n; ++j) {
     reference::DequantizeRow(c.dtype, w.raw_data(), c.k, j, row.data());
     for (int64_t i = 0; i < c.m; ++i) {
-      double s = 0.0;
+      double s = 0.0, q8_bound = 0.0;
       for (int64_t q = 0; q < c.k; ++q) s += std::fabs(x[i * ldx + q] * row[q]);
-      const double tol = (bf16_dot ? 1.0 / 256 : 2e-5) * s + 1e-6;
+      for (int64_t b = 0; q8_dot && b < c.k; b += 32) {
+        double amax = 0.0, wsum = 0.0;
+        for (int64_t q = b; q < b + 32; ++q) {
+          amax = std::max<double>(amax, std::fabs(x[i * ldx + q]));
+          wsum += std::fabs(row[q]);
+        }
+        q8_bound += amax / 254.0 * wsum * 1.001;
+      }
+      const double tol = (bf16_dot ? 1.0 / 256 : 2e-5) * s + q8_bound + 1e-6;
       ASSERT_NEAR(got[i * ldy + j], ref[i * ldy + j], tol)
           << IsaName(isa) << " " << DTypeName(c.dtype) << " m=" << c.m
           << " n=" << c.n << " k=" << c.k << " at (" << i << "," << j << ")";
@@ -113,7 +132,7 @@ TEST_P(LinearTest, MatchesReferenceOnEveryIsa) {
       for (Isa isa : SupportedIsas()) {
         CheckLinear(c, isa, /*exact=*/false, nullptr);
         CheckLinear(c, isa, /*exact=*/false, &pool);
-        if (c.dtype == DType::kBF16) {
+        if (c.dtype == DType::kBF16 || c.dtype == DType::kQ8_0) {
           CheckLinear(c, isa, /*exact=*/true, &pool);
         }
       }
@@ -223,6 +242,183 @@ TEST(FusedOpsTest, RopeMatchesReference) {
       }
     }
   }
+}
+
+// Runs QkvRopeKvWrite (fused) or the unfused op sequence on a fresh cache;
+// returns q followed by the cache bytes (as floats' bit patterns via memcpy).
+struct QkvCase {
+  DType wdtype;
+  DType cache_dtype;
+  int64_t m;
+  bool qk_norm;
+  bool pairwise;
+};
+
+std::vector<uint8_t> RunQkv(const QkvCase& c, const Context& ctx, int mode) {
+  constexpr int64_t kHeads = 4, kKvHeads = 2, kHd = 32, kK = 96;
+  constexpr int64_t kBlocks = 4, kBlockSize = 4;
+  const int64_t ldx = kK + 3, ldq = kHeads * kHd + 5, kv_dim = kKvHeads * kHd;
+  const std::vector<float> x = RandomVector(c.m * ldx, 11 + c.m);
+  const Tensor wq = RandomWeight(c.wdtype, kHeads * kHd, kK, 21);
+  const Tensor wk = RandomWeight(c.wdtype, kv_dim, kK, 22);
+  const Tensor wv = RandomWeight(c.wdtype, kv_dim, kK, 23);
+  const std::vector<float> bq = RandomVector(kHeads * kHd, 31);
+  const std::vector<float> bk = RandomVector(kv_dim, 32);
+  const std::vector<float> bv = RandomVector(kv_dim, 33);
+  const std::vector<float> qn = RandomVector(kHd, 34);
+  const std::vector<float> kn = RandomVector(kHd, 35);
+  std::vector<float> inv(kHd / 2);
+  for (int64_t i = 0; i < kHd / 2; ++i) {
+    inv[i] = std::pow(10000.0f, -2.0f * i / kHd);
+  }
+  const int32_t positions[] = {3, 10, 0, 7, 100, 1, 2};
+  const int32_t slots[] = {5, 2, 9, 0, 13, 7, 1};
+  const int64_t elem = DTypeBlockBytes(c.cache_dtype);
+  const int64_t cache_bytes = kBlocks * kBlockSize * kv_dim * elem;
+  std::vector<uint8_t> kc(cache_bytes, 0), vc(cache_bytes, 0);
+  KvCacheView cache{c.cache_dtype, kc.data(), vc.data(),
+                    kBlockSize,    kKvHeads,  kHd};
+  std::vector<float> q(c.m * ldq, -7.0f);
+  QkvProjection w;
+  w.wq = &wq;
+  w.wk = &wk;
+  w.wv = &wv;
+  w.bq = bq.data();
+  w.bk = bk.data();
+  w.bv = bv.data();
+  if (c.qk_norm) {
+    w.q_norm = qn.data();
+    w.k_norm = kn.data();
+  }
+  w.norm_eps = 1e-5f;
+  if (mode == 0) {  // Fused.
+    EXPECT_TRUE(QkvRopeKvWrite(ctx, x.data(), c.m, ldx, w, kHeads, positions,
+                               inv.data(), c.pairwise, cache, slots, q.data(),
+                               ldq)
+                    .ok());
+  } else if (mode == 1) {  // Unfused ops, as the runner did before.
+    std::vector<float> k(c.m * kv_dim), v(c.m * kv_dim);
+    EXPECT_TRUE(
+        Linear(ctx, x.data(), c.m, ldx, wq, bq.data(), q.data(), ldq).ok());
+    EXPECT_TRUE(
+        Linear(ctx, x.data(), c.m, ldx, wk, bk.data(), k.data(), kv_dim).ok());
+    EXPECT_TRUE(
+        Linear(ctx, x.data(), c.m, ldx, wv, bv.data(), v.data(), kv_dim).ok());
+    for (int64_t i = 0; c.qk_norm && i < c.m; ++i) {
+      RmsNorm(ctx, q.data() + i * ldq, qn.data(), kHeads, kHd, 1e-5f,
+              q.data() + i * ldq);
+      RmsNorm(ctx, k.data() + i * kv_dim, kn.data(), kKvHeads, kHd, 1e-5f,
+              k.data() + i * kv_dim);
+    }
+    Rope(q.data(), c.m, kHeads, kHd, ldq, positions, inv.data(), c.pairwise);
+    Rope(k.data(), c.m, kKvHeads, kHd, kv_dim, positions, inv.data(),
+         c.pairwise);
+    KvCacheWrite(cache, k.data(), v.data(), c.m, kv_dim, slots);
+  } else {  // Scalar reference.
+    EXPECT_TRUE(reference::QkvRopeKvWrite(x.data(), c.m, ldx, w, kHeads,
+                                          positions, inv.data(), c.pairwise,
+                                          cache, slots, q.data(), ldq)
+                    .ok());
+  }
+  std::vector<uint8_t> out(q.size() * 4 + 2 * cache_bytes);
+  std::memcpy(out.data(), q.data(), q.size() * 4);
+  std::memcpy(out.data() + q.size() * 4, kc.data(), cache_bytes);
+  std::memcpy(out.data() + q.size() * 4 + cache_bytes, vc.data(), cache_bytes);
+  return out;
+}
+
+// Decodes RunQkv's bytes back to floats (the cache part per its dtype).
+std::vector<float> QkvValues(const std::vector<uint8_t>& bytes, int64_t m,
+                             DType cache_dtype) {
+  const int64_t q_floats = m * (4 * 32 + 5);
+  std::vector<float> out(q_floats);
+  std::memcpy(out.data(), bytes.data(), q_floats * 4);
+  const uint8_t* c = bytes.data() + q_floats * 4;
+  const int64_t elem = DTypeBlockBytes(cache_dtype);
+  const int64_t n = (static_cast<int64_t>(bytes.size()) - q_floats * 4) / elem;
+  for (int64_t i = 0; i < n; ++i) {
+    if (cache_dtype == DType::kF32) {
+      float f;
+      std::memcpy(&f, c + i * 4, 4);
+      out.push_back(f);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, c + i * 2, 2);
+      out.push_back(HalfToFloat(h));
+    }
+  }
+  return out;
+}
+
+TEST(QkvRopeKvWriteTest, FusedEqualsUnfusedOpsBitForBitAndMatchesReference) {
+  ThreadPool pool(3);
+  for (DType wdt : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0}) {
+    for (int64_t m : {1, 3, 7}) {
+      for (int variant = 0; variant < 4; ++variant) {
+        const QkvCase c{wdt, variant % 2 == 0 ? DType::kF32 : DType::kF16, m,
+                        variant >= 2, variant == 1 || variant == 2};
+        const std::vector<uint8_t> ref = RunQkv(c, Context{}, 2);
+        const std::vector<float> ref_values = QkvValues(ref, m, c.cache_dtype);
+        for (Isa isa : SupportedIsas()) {
+          const std::vector<uint8_t> fused = RunQkv(c, Context{&pool, isa}, 0);
+          const std::vector<uint8_t> fused1 =
+              RunQkv(c, Context{nullptr, isa}, 0);
+          EXPECT_EQ(fused, fused1) << "thread count changed the result";
+          if (isa != Isa::kScalar) {
+            const std::vector<uint8_t> unfused =
+                RunQkv(c, Context{&pool, isa}, 1);
+            EXPECT_EQ(fused, unfused) << IsaName(isa) << " " << DTypeName(wdt)
+                                      << " m=" << m << " variant " << variant;
+          }
+          // Against the scalar definition, with exact f32 activations (the
+          // q8_0 / bf16 activation rounding of the default path is bounded by
+          // LinearTest; here it equals the unfused ops bit for bit).
+          const std::vector<float> got =
+              QkvValues(RunQkv(c, Context{&pool, isa, /*exact=*/true}, 0), m,
+                        c.cache_dtype);
+          const bool approx = c.cache_dtype == DType::kF16;
+          for (size_t i = 0; i < got.size(); ++i) {
+            ASSERT_NEAR(
+                got[i], ref_values[i],
+                (approx ? 2e-3 : 1e-4) * (1.0 + std::fabs(ref_values[i])))
+                << IsaName(isa) << " " << DTypeName(wdt) << " m=" << m
+                << " variant " << variant << " at " << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(QkvRopeKvWriteTest, RejectsInconsistentShapes) {
+  const Tensor wq = RandomWeight(DType::kF32, 64, 32, 1);
+  const Tensor wk = RandomWeight(DType::kF32, 32, 32, 2);
+  const Tensor wk_bad = RandomWeight(DType::kF32, 48, 32, 2);
+  std::vector<float> x(32), q(64), kc(64 * 32), vc(64 * 32), inv(8);
+  const int32_t pos[] = {0}, slot[] = {0};
+  KvCacheView cache{DType::kF32, kc.data(), vc.data(), 4, 2, 16};
+  QkvProjection w;
+  w.wq = &wq;
+  w.wk = &wk;
+  w.wv = &wk;
+  EXPECT_TRUE(QkvRopeKvWrite({}, x.data(), 1, 32, w, 4, pos, inv.data(), true,
+                             cache, slot, q.data(), 64)
+                  .ok());
+  w.wk = &wk_bad;
+  EXPECT_EQ(QkvRopeKvWrite({}, x.data(), 1, 32, w, 4, pos, inv.data(), true,
+                           cache, slot, q.data(), 64)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  w.wk = &wk;
+  EXPECT_EQ(QkvRopeKvWrite({}, x.data(), 1, 32, w, 3, pos, inv.data(), true,
+                           cache, slot, q.data(), 64)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  w.wv = nullptr;
+  EXPECT_EQ(QkvRopeKvWrite({}, x.data(), 1, 32, w, 4, pos, inv.data(), true,
+                           cache, slot, q.data(), 64)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(EmbeddingTest, MatchesReferenceAndRejectsBadIds) {
@@ -383,6 +579,48 @@ TEST(ThreadPoolTest, CoversRangeOnceWithNesting) {
     });
   }
   EXPECT_EQ(sum.load(), 200 * 4950);
+}
+
+TEST(ThreadPoolTest, SmallWorkRunsInlineLargeWorkIsSplit) {
+  ThreadPool pool(2);
+  const std::thread::id caller = std::this_thread::get_id();
+  int calls = 0;
+  bool on_caller = true;
+  // 100 items × 100 units: far below two tasks' worth of kMinTaskWork.
+  ParallelFor(&pool, 100, 100, [&](int64_t b, int64_t e) {
+    ++calls;
+    on_caller = on_caller && std::this_thread::get_id() == caller;
+    EXPECT_EQ(b, 0);
+    EXPECT_EQ(e, 100);
+  });
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(on_caller);
+  // Plenty of work: several chunks (at most a few per thread), each index
+  // once.
+  std::vector<std::atomic<int>> hits(64);
+  std::atomic<int> chunks{0};
+  ParallelFor(&pool, 64, kMinTaskWork, [&](int64_t b, int64_t e) {
+    ++chunks;
+    for (int64_t i = b; i < e; ++i) ++hits[i];
+  });
+  EXPECT_GT(chunks.load(), 1);
+  EXPECT_LE(chunks.load(), 4 * pool.size());
+  for (const auto& h : hits) EXPECT_EQ(h.load(), 1);
+}
+
+TEST(ThreadPoolTest, ManyShortCallsWithSleepingWorkersComplete) {
+  // Workers fall asleep between calls (the sleeps outlast their spin); every
+  // call must still run each chunk exactly once, whoever claims it.
+  ThreadPool pool(4);
+  for (int rep = 0; rep < 50; ++rep) {
+    if (rep % 10 == 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::vector<int> hits(37, 0);
+    pool.ParallelForChunks(37, 9, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) ++hits[i];
+    });
+    for (int h : hits) ASSERT_EQ(h, 1) << rep;
+  }
 }
 
 }  // namespace

@@ -41,6 +41,16 @@ struct LinearProblem {
   // Set for the bf16 dot-product path: x rounded to bf16, row stride ldxb.
   const uint16_t* xb = nullptr;
   int64_t ldxb = 0;
+  // Set for the q8_0 × q8_0 GEMV path (q8_0 weights, m <= gemv_max_m): x
+  // quantized per 32-value block, int8 values (row stride ldxq bytes) and each
+  // block's f32 scale repeated 8 times (row stride ldxd floats = k / 4).
+  const int8_t* xq = nullptr;
+  int64_t ldxq = 0;
+  const float* xd = nullptr;
+  int64_t ldxd = 0;
+  const int32_t* xsum = nullptr;  // Σ of each block's int8 values (k / 32
+                                  // per row).
+  bool vnni = false;  // Use cpu::avx512_vnni::Q8GemvRange (CPU has VNNI).
 };
 
 // Paged attention work item: query rows [row_begin, row_end) of one sequence
@@ -87,6 +97,12 @@ struct AttentionProblem {
   void LinearRange(const LinearProblem& p, int64_t n0, int64_t n1,             \
                    float* scratch);                                            \
   /* Rows of x (stride ld) to bf16 (stride ldb), round to nearest even. */     \
+  /* Rows of x (stride ld, k a multiple of 32) to q8_0 blocks: d = amax/127,   \
+     q = round-half-even(x / d); see LinearProblem::xq. */                     \
+  void QuantizeRowsQ8(const float* x, int64_t rows, int64_t k, int64_t ld,     \
+                      int8_t* q, float* d, int32_t* sum);                      \
+  /* q8_0 × q8_0 GEMV over outputs [n0, n1) (p.xq set). */                    \
+  void Q8GemvRange(const LinearProblem& p, int64_t n0, int64_t n1);            \
   void ConvertRowsToBF16(const float* x, int64_t rows, int64_t cols,           \
                          int64_t ld, uint16_t* out, int64_t ldb);              \
   void DequantizeRows(WeightType t, const void* w, int64_t cols,               \
@@ -100,6 +116,17 @@ struct AttentionProblem {
   bool Rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim,         \
             int64_t row_stride, const int32_t* positions,                      \
             const float* inv_freq, bool pairwise);                             \
+  /* cos/sin tables (head_dim floats per token each) for RopeApply. */         \
+  void RopeTable(const int32_t* positions, int64_t tokens, int64_t head_dim,   \
+                 const float* inv_freq, bool pairwise, float* cs, float* sn);  \
+  /* Rope with precomputed tables: the same bits as Rope. */                   \
+  void RopeApply(float* x, int64_t tokens, int64_t heads, int64_t head_dim,    \
+                 int64_t row_stride, const float* cs, const float* sn,         \
+                 bool pairwise);                                               \
+  /* n values per token (stride src_stride) into cache + slot * row + col. */  \
+  void KvCacheWriteHead(CacheType t, void* cache, int64_t row, int64_t col,    \
+                        const float* src, int64_t tokens, int64_t src_stride,  \
+                        int64_t n, const int32_t* slots);                      \
   void KvCacheWrite(CacheType t, void* k_cache, void* v_cache, int64_t row,    \
                     const float* k, const float* v, int64_t tokens,            \
                     int64_t kv_stride, const int32_t* slots);                  \
@@ -110,5 +137,11 @@ struct AttentionProblem {
 
 TESSERA_DECLARE_CPU_KERNELS(avx512)
 TESSERA_DECLARE_CPU_KERNELS(avx2)
+
+// The vpdpbusd variant of avx512::Q8GemvRange
+// (kernels/cpu/avx512_vnni_kernels.cc).
+namespace avx512_vnni {
+void Q8GemvRange(const LinearProblem& p, int64_t n0, int64_t n1);
+}  // namespace avx512_vnni
 
 }  // namespace tessera::kernels::cpu
