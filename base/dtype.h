@@ -37,9 +37,18 @@ int64_t DTypeBytes(DType dtype, int64_t n);
 // True for f32/f16/bf16.
 bool IsFloatingPoint(DType dtype);
 
+// The scalar conversions below also compile as CUDA device code, so the
+// deterministic device reduction (comm's NCCL backend) rounds exactly as the
+// host does.
+#if defined(__CUDACC__)
+#define TESSERA_HOST_DEVICE __host__ __device__
+#else
+#define TESSERA_HOST_DEVICE
+#endif
+
 // IEEE binary16 <-> binary32, round-to-nearest-even, with subnormals, inf and
 // NaN.
-inline float HalfToFloat(uint16_t h) {
+TESSERA_HOST_DEVICE inline float HalfToFloat(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t mant = h & 0x3ffu;
@@ -66,7 +75,7 @@ inline float HalfToFloat(uint16_t h) {
   return f;
 }
 
-inline uint16_t FloatToHalf(float f) {
+TESSERA_HOST_DEVICE inline uint16_t FloatToHalf(float f) {
   uint32_t x;
   std::memcpy(&x, &f, sizeof(x));
   const uint32_t sign = (x >> 16) & 0x8000u;
@@ -95,14 +104,14 @@ inline uint16_t FloatToHalf(float f) {
 }
 
 // bfloat16 is the top half of a binary32.
-inline float BF16ToFloat(uint16_t b) {
+TESSERA_HOST_DEVICE inline float BF16ToFloat(uint16_t b) {
   const uint32_t bits = static_cast<uint32_t>(b) << 16;
   float f;
   std::memcpy(&f, &bits, sizeof(f));
   return f;
 }
 
-inline uint16_t FloatToBF16(float f) {
+TESSERA_HOST_DEVICE inline uint16_t FloatToBF16(float f) {
   uint32_t x;
   std::memcpy(&x, &f, sizeof(x));
   if ((x & 0x7fffffffu) > 0x7f800000u)

@@ -130,10 +130,6 @@ absl::Status Communicator::AllReduceSum(void* data, int64_t count,
   RETURN_IF_ERROR(CheckBuffer(data, count, "all-reduce"));
   if (count == 0) return absl::OkStatus();
   if (device_buffers()) {
-    if (options_.deterministic) {
-      return absl::UnimplementedError(
-          "deterministic all-reduce is host-only for now (MPI, Gloo)");
-    }
     return DeviceAllReduce(data, count, dtype);
   }
   const int n = size();
@@ -199,10 +195,6 @@ absl::Status Communicator::ReduceScatterSum(const void* send, void* recv,
   RETURN_IF_ERROR(CheckBuffer(recv, count_per_rank, "reduce-scatter recv"));
   if (count_per_rank == 0) return absl::OkStatus();
   if (device_buffers()) {
-    if (options_.deterministic) {
-      return absl::UnimplementedError(
-          "deterministic reduce-scatter is host-only for now (MPI, Gloo)");
-    }
     return DeviceReduceScatter(send, recv, count_per_rank, dtype);
   }
   if (options_.deterministic) {

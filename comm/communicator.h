@@ -11,7 +11,8 @@
 // then rounded once to the dtype; all-reduce then all-gathers the reduced
 // chunks. The result is therefore bit-identical whatever the backend,
 // algorithm, chunking or launcher, and equals the serial loop
-// `acc = x[0]; for r in 1..n: acc += x[r]` in f32.
+// `acc = x[0]; for r in 1..n: acc += x[r]` in f32. NCCL does the same on the
+// device with its own kernels (device buffers, same bits).
 #pragma once
 
 #include <chrono>
@@ -115,8 +116,9 @@ class Communicator {
   virtual absl::StatusOr<std::unique_ptr<Communicator>> SubgroupImpl(
       const std::vector<int>& ranks) = 0;
   // True when buffers live on the device (NCCL): reductions then go to
-  // DeviceAllReduce/DeviceReduceScatter in the buffer's own dtype, and the
-  // host-side deterministic path is unavailable.
+  // DeviceAllReduce/DeviceReduceScatter in the buffer's own dtype, which
+  // implement deterministic mode themselves (the host path cannot read
+  // device memory).
   virtual bool device_buffers() const { return false; }
   virtual absl::Status DeviceAllReduce(void* data, int64_t count, DType dtype);
   virtual absl::Status DeviceReduceScatter(const void* send, void* recv,

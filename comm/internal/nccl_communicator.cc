@@ -3,8 +3,12 @@
 // is enqueued on the communicator's own stream and synchronized before
 // returning (callers that overlap will get an async API later).
 //
-// f16/bf16 sums run in NCCL in the buffer's dtype (NCCL's own accumulation);
-// deterministic mode is host-only for now (see communicator.h).
+// f16/bf16 sums run in NCCL in the buffer's dtype (NCCL's own accumulation).
+// Deterministic mode does not use NCCL's reductions (their order depends on
+// the algorithm, protocol and channel count): it converts to f32 on the
+// device, moves chunks with NCCL all-to-all, sums them in rank order with our
+// own kernel (nccl_device_reduce.cu) and all-gathers the result: the same
+// arithmetic, in the same order, as the host backends.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -17,6 +21,7 @@
 
 #include "base/status.h"
 #include "comm/internal/backend_factories.h"
+#include "comm/internal/nccl_device_reduce.h"
 #include "fmt/format.h"
 #include "spdlog/spdlog.h"
 
@@ -69,6 +74,8 @@ class NcclCommunicator final : public Communicator {
     ncclCommDestroy(comm_);
     cudaStreamDestroy(stream_);
     if (scratch_ != nullptr) cudaFree(scratch_);
+    cudaFree(det_a_);
+    cudaFree(det_b_);
   }
 
   int rank() const override { return rank_; }
@@ -109,6 +116,7 @@ class NcclCommunicator final : public Communicator {
 
   absl::Status DeviceAllReduce(void* data, int64_t count,
                                DType dtype) override {
+    if (deterministic()) return DeterministicAllReduce(data, count, dtype);
     ASSIGN_OR_RETURN(ncclDataType_t t, NcclType(dtype));
     RETURN_IF_ERROR(
         NcclStatus(ncclAllReduce(data, data, static_cast<size_t>(count), t,
@@ -119,6 +127,9 @@ class NcclCommunicator final : public Communicator {
   absl::Status DeviceReduceScatter(const void* send, void* recv,
                                    int64_t count_per_rank,
                                    DType dtype) override {
+    if (deterministic()) {
+      return DeterministicReduceScatter(send, recv, count_per_rank, dtype);
+    }
     ASSIGN_OR_RETURN(ncclDataType_t t, NcclType(dtype));
     RETURN_IF_ERROR(NcclStatus(
         ncclReduceScatter(send, recv, static_cast<size_t>(count_per_rank), t,
@@ -151,21 +162,7 @@ class NcclCommunicator final : public Communicator {
                               std::span<const int64_t> rb) override {
     const char* s = static_cast<const char*>(send);
     char* r = static_cast<char*>(recv);
-    RETURN_IF_ERROR(NcclStatus(ncclGroupStart(), "group start"));
-    int64_t so = 0, ro = 0;
-    for (int p = 0; p < size_; ++p) {
-      if (sb[p] > 0) {
-        ncclSend(s + so, static_cast<size_t>(sb[p]), ncclUint8, p, comm_,
-                 stream_);
-      }
-      if (rb[p] > 0) {
-        ncclRecv(r + ro, static_cast<size_t>(rb[p]), ncclUint8, p, comm_,
-                 stream_);
-      }
-      so += sb[p];
-      ro += rb[p];
-    }
-    RETURN_IF_ERROR(NcclStatus(ncclGroupEnd(), "all-to-all-v"));
+    RETURN_IF_ERROR(EnqueueAllToAllV(s, sb, r, rb));
     return Sync();
   }
   absl::Status SendBytes(const void* data, int64_t bytes, int peer,
@@ -212,6 +209,113 @@ class NcclCommunicator final : public Communicator {
     return CudaStatus(cudaStreamSynchronize(stream_), "stream sync");
   }
 
+  // Enqueues a grouped send/recv all-to-all on stream_ (no sync). Every
+  // call of the group is issued even after an error, so ncclGroupEnd always
+  // runs; the first error is returned.
+  absl::Status EnqueueAllToAllV(const char* s, std::span<const int64_t> sb,
+                                char* r, std::span<const int64_t> rb) {
+    RETURN_IF_ERROR(NcclStatus(ncclGroupStart(), "group start"));
+    ncclResult_t first = ncclSuccess;
+    int64_t so = 0, ro = 0;
+    for (int p = 0; p < size_; ++p) {
+      if (sb[p] > 0) {
+        const ncclResult_t e = ncclSend(s + so, static_cast<size_t>(sb[p]),
+                                        ncclUint8, p, comm_, stream_);
+        if (first == ncclSuccess) first = e;
+      }
+      if (rb[p] > 0) {
+        const ncclResult_t e = ncclRecv(r + ro, static_cast<size_t>(rb[p]),
+                                        ncclUint8, p, comm_, stream_);
+        if (first == ncclSuccess) first = e;
+      }
+      so += sb[p];
+      ro += rb[p];
+    }
+    const ncclResult_t end = ncclGroupEnd();
+    RETURN_IF_ERROR(NcclStatus(first, "all-to-all send/recv"));
+    return NcclStatus(end, "all-to-all-v");
+  }
+
+  // Grows the two f32 device scratch buffers to `floats` each (never
+  // shrinks, so steady-state calls allocate nothing).
+  absl::Status ReserveScratch(int64_t floats) {
+    if (floats <= scratch_floats_) return absl::OkStatus();
+    // Pending work may still read the old buffers.
+    RETURN_IF_ERROR(Sync());
+    cudaFree(det_a_);
+    cudaFree(det_b_);
+    det_a_ = det_b_ = nullptr;
+    scratch_floats_ = 0;
+    const size_t bytes = static_cast<size_t>(floats) * sizeof(float);
+    RETURN_IF_ERROR(CudaStatus(cudaMalloc(&det_a_, bytes), "scratch"));
+    RETURN_IF_ERROR(CudaStatus(cudaMalloc(&det_b_, bytes), "scratch"));
+    scratch_floats_ = floats;
+    return absl::OkStatus();
+  }
+
+  static DeviceFloat ToDeviceFloat(DType t) {
+    return t == DType::kF16    ? DeviceFloat::kF16
+           : t == DType::kBF16 ? DeviceFloat::kBF16
+                               : DeviceFloat::kF32;
+  }
+
+  // Rank r reduces chunk r of the zero-padded f32 copy in rank order, then
+  // every rank gathers all chunks (host twin: Communicator::AllReduceSum).
+  absl::Status DeterministicAllReduce(void* data, int64_t count, DType dtype) {
+    ASSIGN_OR_RETURN(ncclDataType_t unused, NcclType(dtype));
+    (void)unused;
+    const int n = size_;
+    const int64_t chunk = (count + n - 1) / n;
+    const int64_t padded = chunk * n;
+    RETURN_IF_ERROR(ReserveScratch(padded));
+    const DeviceFloat type = ToDeviceFloat(dtype);
+    RETURN_IF_ERROR(CudaStatus(
+        cudaMemsetAsync(det_a_, 0, static_cast<size_t>(padded) * sizeof(float),
+                        stream_),
+        "scratch clear"));
+    RETURN_IF_ERROR(
+        CudaStatus(DeviceToF32(data, type, count, det_a_, stream_), "to f32"));
+    const std::vector<int64_t> sizes(
+        n, chunk * static_cast<int64_t>(sizeof(float)));
+    RETURN_IF_ERROR(EnqueueAllToAllV(reinterpret_cast<const char*>(det_a_),
+                                     sizes, reinterpret_cast<char*>(det_b_),
+                                     sizes));
+    RETURN_IF_ERROR(CudaStatus(
+        DeviceSumChunksInRankOrder(det_b_, n, chunk, det_a_, stream_),
+        "rank-order sum"));
+    RETURN_IF_ERROR(
+        NcclStatus(ncclAllGather(det_a_, det_b_, static_cast<size_t>(chunk),
+                                 ncclFloat32, comm_, stream_),
+                   "all-gather"));
+    RETURN_IF_ERROR(CudaStatus(
+        DeviceFromF32(det_b_, type, count, data, stream_), "from f32"));
+    return Sync();
+  }
+
+  absl::Status DeterministicReduceScatter(const void* send, void* recv,
+                                          int64_t count_per_rank, DType dtype) {
+    ASSIGN_OR_RETURN(ncclDataType_t unused, NcclType(dtype));
+    (void)unused;
+    const int n = size_;
+    const int64_t total = count_per_rank * n;
+    RETURN_IF_ERROR(ReserveScratch(total));
+    const DeviceFloat type = ToDeviceFloat(dtype);
+    RETURN_IF_ERROR(
+        CudaStatus(DeviceToF32(send, type, total, det_a_, stream_), "to f32"));
+    const std::vector<int64_t> sizes(
+        n, count_per_rank * static_cast<int64_t>(sizeof(float)));
+    RETURN_IF_ERROR(EnqueueAllToAllV(reinterpret_cast<const char*>(det_a_),
+                                     sizes, reinterpret_cast<char*>(det_b_),
+                                     sizes));
+    RETURN_IF_ERROR(CudaStatus(
+        DeviceSumChunksInRankOrder(det_b_, n, count_per_rank, det_a_, stream_),
+        "rank-order sum"));
+    RETURN_IF_ERROR(
+        CudaStatus(DeviceFromF32(det_a_, type, count_per_rank, recv, stream_),
+                   "from f32"));
+    return Sync();
+  }
+
   ncclComm_t comm_;
   cudaStream_t stream_;
   int rank_, size_, device_;
@@ -219,6 +323,10 @@ class NcclCommunicator final : public Communicator {
   std::string group_id_;
   std::map<std::string, int> generations_;
   void* scratch_ = nullptr;
+  // Deterministic-mode f32 scratch (device), scratch_floats_ floats each.
+  float* det_a_ = nullptr;
+  float* det_b_ = nullptr;
+  int64_t scratch_floats_ = 0;
 };
 
 }  // namespace
