@@ -55,11 +55,11 @@ double BestTime(double min_seconds, Fn&& fn) {
 // A [rows, cols] weight of `dtype` with arbitrary finite values (the content
 // does not change the time).
 Tensor RandomWeight(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
-  Tensor t = Tensor::Empty(dtype, {rows, cols});
-  SplitMix64 rng(seed);
-  auto* bytes = t.data<uint8_t>();
-  const int64_t n = t.nbytes();
   if (dtype == DType::kQ8_0) {
+    Tensor t = Tensor::Empty(dtype, {rows, cols});
+    SplitMix64 rng(seed);
+    auto* bytes = t.data<uint8_t>();
+    const int64_t n = t.nbytes();
     // 34-byte blocks: an f16 scale, then 32 int8 values.
     for (int64_t b = 0; b + 34 <= n; b += 34) {
       const uint16_t scale = FloatToHalf(0.01f);
@@ -69,25 +69,14 @@ Tensor RandomWeight(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
     }
     return t;
   }
-  const int64_t count = rows * cols;
-  for (int64_t i = 0; i < count; ++i) {
-    const float v = (rng.Uniform() - 0.5f) * 0.1f;
-    switch (dtype) {
-      case DType::kF32:
-        t.data<float>()[i] = v;
-        break;
-      case DType::kF16:
-        t.data<uint16_t>()[i] = FloatToHalf(v);
-        break;
-      case DType::kBF16:
-        t.data<uint16_t>()[i] = FloatToBF16(v);
-        break;
-      default:
-        TESSERA_CHECK(false, "unsupported calibration dtype {}",
-                      DTypeName(dtype));
-    }
-  }
-  return t;
+  TESSERA_CHECK(
+      dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16,
+      "unsupported calibration dtype {}", DTypeName(dtype));
+  TensorSpec spec;
+  spec.name = "calibration";
+  spec.shape = {rows, cols};
+  spec.fan_in = cols;
+  return SynthesizeTensor(spec, dtype, seed);
 }
 
 // Seconds of y = x·Wᵀ for m rows.

@@ -11,6 +11,7 @@
 #include "runtime/bench_simulator.h"
 #include "runtime/model_presets.h"
 #include "runtime/tokenizer.h"
+#include "tests/util/test_profile.h"
 
 namespace tessera {
 namespace {
@@ -44,19 +45,6 @@ TEST(ModelSpecForTest, MoeModelCountsExperts) {
   EXPECT_EQ(s.TotalParams(), model->config.ParameterCount());
 }
 
-// A hand-written profile: the benchmark's arithmetic, not this machine.
-placement::DeviceProfile TestProfile() {
-  placement::DeviceProfile p;
-  p.kind = "cpu-local";
-  p.source = "test";
-  p.memory_bytes = 16e9;
-  p.memory_bandwidth_bytes_per_s = 20e9;
-  p.peak_flops = {{"fp32", 100e9}};
-  p.intra_node = {10e9, 1e-6};
-  p.inter_node = {1e9, 50e-6};
-  return p;
-}
-
 TEST(BenchCostModelTest, PrintsPredictedAndMeasuredForEveryShape) {
   auto model = SynthesizeModel("demo", DType::kF32, 1);
   ASSERT_TRUE(model.ok()) << model.status();
@@ -69,7 +57,7 @@ TEST(BenchCostModelTest, PrintsPredictedAndMeasuredForEveryShape) {
   char* text = nullptr;
   size_t size = 0;
   std::FILE* out = open_memstream(&text, &size);
-  auto rows = RunBenchCostModel(*model, TestProfile(), o, out);
+  auto rows = RunBenchCostModel(*model, testing::TestCpuProfile(), o, out);
   std::fclose(out);
   const std::string report(text, size);
   free(text);
@@ -92,11 +80,15 @@ TEST(BenchCostModelTest, RejectsShapesBeyondTheContext) {
   ASSERT_TRUE(model.ok()) << model.status();
   BenchCostModelOptions o;
   o.prompt_lens = {model->config.max_position_embeddings + 1};
-  EXPECT_EQ(RunBenchCostModel(*model, TestProfile(), o, stdout).status().code(),
+  EXPECT_EQ(RunBenchCostModel(*model, testing::TestCpuProfile(), o, stdout)
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
   o.prompt_lens = {};
   o.decode_batches = {};
-  EXPECT_EQ(RunBenchCostModel(*model, TestProfile(), o, stdout).status().code(),
+  EXPECT_EQ(RunBenchCostModel(*model, testing::TestCpuProfile(), o, stdout)
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
 }
 
@@ -108,7 +100,7 @@ TEST(BenchSimulatorTest, PlanMirrorsTheEngineSettings) {
   o.output_len = 5;
   o.max_num_seqs = 3;
   o.max_num_batched_tokens = 64;
-  auto plan = SingleInstancePlan(*model, TestProfile(), o, 6);
+  auto plan = SingleInstancePlan(*model, testing::TestCpuProfile(), o, 6);
   ASSERT_TRUE(plan.ok()) << plan.status();
   ASSERT_EQ(plan->instances.size(), 1u);
   const placement::KvCacheSettings& kv = plan->instances[0].kv_cache;
@@ -135,7 +127,8 @@ TEST(BenchSimulatorTest, ServesSimulatesAndCompares) {
   char* text = nullptr;
   size_t size = 0;
   std::FILE* out = open_memstream(&text, &size);
-  auto rows = RunBenchSimulator(*model, *tokenizer, TestProfile(), o, out);
+  auto rows =
+      RunBenchSimulator(*model, *tokenizer, testing::TestCpuProfile(), o, out);
   std::fclose(out);
   const std::string report(text, size);
   free(text);

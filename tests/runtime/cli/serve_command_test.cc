@@ -14,6 +14,7 @@
 #include "placement/plan.h"
 #include "runtime/bench_simulator.h"
 #include "runtime/model_presets.h"
+#include "tests/util/test_profile.h"
 #include "tests/util/test_util.h"
 
 namespace tessera {
@@ -131,13 +132,7 @@ TEST(ServeCommandTest, GreedyTextEqualsRun) {
 std::string WriteDemoPlan(const std::string& dir, int tp) {
   auto model = SynthesizeModel("demo", DType::kF32, 1);
   EXPECT_TRUE(model.ok());
-  placement::DeviceProfile profile;
-  profile.kind = "cpu-local";
-  profile.memory_bytes = 8e9;
-  profile.memory_bandwidth_bytes_per_s = 20e9;
-  profile.peak_flops = {{"fp32", 100e9}};
-  profile.intra_node = {10e9, 1e-6};
-  profile.inter_node = {1e9, 50e-6};
+  const placement::DeviceProfile profile = testing::TestCpuProfile(8e9);
   BenchSimulatorOptions o;
   o.input_len = 60;
   o.output_len = 40;  // max_model_len 100
