@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 
 #include "absl/status/status.h"
 #include "base/logging.h"
@@ -67,15 +68,27 @@ std::string Lower(std::string_view s) {
 absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
                                               const DeviceProfile* base) {
   const std::string where = "device profile";
-  RETURN_IF_ERROR(
-      CheckKeys(j, where,
-                {"kind", "source", "memory_gb", "memory_bandwidth_gb_per_s",
-                 "peak_tflops", "compute_efficiency", "memory_efficiency",
-                 "link_efficiency", "layer_overhead_us", "reserved_memory_gb",
-                 "memory_utilization", "intra_node_link", "inter_node_link",
-                 "compute_efficiency_by_dtype", "memory_efficiency_by_dtype",
-                 "serial_fraction", "attention_efficiency",
-                 "softmax_ns_per_score", "token_overhead_us"}));
+  RETURN_IF_ERROR(CheckKeys(j, where,
+                            {"kind",
+                             "source",
+                             "memory_gb",
+                             "memory_bandwidth_gb_per_s",
+                             "peak_tflops",
+                             "compute_efficiency",
+                             "memory_efficiency",
+                             "link_efficiency",
+                             "layer_overhead_us",
+                             "reserved_memory_gb",
+                             "memory_utilization",
+                             "intra_node_link",
+                             "inter_node_link",
+                             "compute_efficiency_by_dtype",
+                             "memory_efficiency_by_dtype",
+                             "serial_fraction",
+                             "attention_efficiency",
+                             "softmax_ns_per_score",
+                             "token_overhead_us",
+                             "cached_bandwidth_gain"}));
   DeviceProfile p = base ? *base : DeviceProfile{};
   const bool req = base == nullptr;
   ASSIGN_OR_RETURN(p.kind, internal::GetString(j, where, "kind", p.kind, req));
@@ -151,6 +164,24 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
       double tov, GetNumber(j, w, "token_overhead_us", p.token_overhead_s * 1e6,
                             false, false));
   p.token_overhead_s = tov * 1e-6;
+  if (j.contains("cached_bandwidth_gain")) {
+    const json& g = j["cached_bandwidth_gain"];
+    const std::string what = w + " cached_bandwidth_gain";
+    if (!g.is_array()) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: must be an array of [working-set MB, multiplier] pairs", what));
+    }
+    p.cached_bandwidth_gain.clear();
+    for (const json& point : g) {
+      if (!point.is_array() || point.size() != 2 || !point[0].is_number() ||
+          !point[1].is_number()) {
+        return absl::InvalidArgumentError(fmt::format(
+            "{}: each point must be [working-set MB, multiplier]", what));
+      }
+      p.cached_bandwidth_gain.emplace_back(point[0].get<double>() * 1e6,
+                                           point[1].get<double>());
+    }
+  }
   ASSIGN_OR_RETURN(double res,
                    GetNumber(j, w, "reserved_memory_gb",
                              p.reserved_memory_bytes / kGB, false, false));
@@ -221,6 +252,20 @@ double DeviceProfile::MemoryEfficiency(std::string_view dtype) const {
   return Lookup(memory_efficiency_by_dtype, dtype, memory_efficiency);
 }
 
+double DeviceProfile::BandwidthGain(double working_set_bytes) const {
+  const auto& g = cached_bandwidth_gain;
+  if (g.empty() || !(working_set_bytes > 0)) return 1.0;
+  if (working_set_bytes <= g.front().first) return g.front().second;
+  for (size_t i = 1; i < g.size(); ++i) {
+    if (working_set_bytes <= g[i].first) {
+      const double x0 = std::log(g[i - 1].first), x1 = std::log(g[i].first);
+      const double f = (std::log(working_set_bytes) - x0) / (x1 - x0);
+      return g[i - 1].second + f * (g[i].second - g[i - 1].second);
+    }
+  }
+  return 1.0;
+}
+
 absl::Status ValidateDeviceProfile(const DeviceProfile& p) {
   const std::string w = "device profile " + p.kind;
   if (p.kind.empty())
@@ -249,6 +294,16 @@ absl::Status ValidateDeviceProfile(const DeviceProfile& p) {
     if (!(f > 0 && f <= 1)) {
       return absl::InvalidArgumentError(
           w + ": efficiency factors and memory_utilization must be in (0, 1]");
+    }
+  }
+  for (size_t i = 0; i < p.cached_bandwidth_gain.size(); ++i) {
+    const auto& [bytes, gain] = p.cached_bandwidth_gain[i];
+    if (!(bytes > 0) || !(gain >= 1) || !std::isfinite(gain) ||
+        (i > 0 && !(bytes > p.cached_bandwidth_gain[i - 1].first))) {
+      return absl::InvalidArgumentError(
+          w +
+          ": cached_bandwidth_gain needs increasing positive sizes and "
+          "multipliers >= 1");
     }
   }
   if (!(p.intra_node.bandwidth_bytes_per_s > 0) ||
@@ -290,6 +345,13 @@ std::string DeviceProfileToJson(const DeviceProfile& p) {
     j["compute_efficiency_by_dtype"] = p.compute_efficiency_by_dtype;
   if (!p.memory_efficiency_by_dtype.empty())
     j["memory_efficiency_by_dtype"] = p.memory_efficiency_by_dtype;
+  if (!p.cached_bandwidth_gain.empty()) {
+    json g = json::array();
+    for (const auto& [bytes, gain] : p.cached_bandwidth_gain) {
+      g.push_back(json::array({bytes / 1e6, gain}));
+    }
+    j["cached_bandwidth_gain"] = g;
+  }
   return j.dump(2);
 }
 

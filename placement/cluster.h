@@ -11,6 +11,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -58,6 +59,13 @@ struct DeviceProfile {
   // set-up, per-sequence attention and sampling bookkeeping); 0 on GPUs,
   // where it hides in the kernels; measured by `tessera calibrate`.
   double token_overhead_s = 0;
+  // Streaming speed-up when one forward step's working set (the weight and
+  // KV bytes a rank reads per step) stays in the caches from one step to the
+  // next: (working-set bytes, bandwidth multiplier >= 1) points, increasing
+  // in bytes, interpolated in log(bytes); 1 past the last point. Measured by
+  // `tessera calibrate` with the runtime's GEMV; empty (no effect) for GPUs,
+  // whose caches are small next to any model worth serving on them.
+  std::vector<std::pair<double, double>> cached_bandwidth_gain;
   double reserved_memory_bytes = 2e9;
   double memory_utilization = 0.9;  // like vLLM's gpu_memory_utilization
   LinkSpec intra_node;
@@ -70,6 +78,9 @@ struct DeviceProfile {
   // general factor).
   double ComputeEfficiency(std::string_view dtype) const;
   double MemoryEfficiency(std::string_view dtype) const;
+  // The bandwidth multiplier for a step that reads `working_set_bytes`
+  // (cached_bandwidth_gain interpolated; 1 when it is empty or exceeded).
+  double BandwidthGain(double working_set_bytes) const;
 };
 
 // Checks the profile's figures are positive and fractions in (0, 1].

@@ -112,6 +112,17 @@ double CostModel::LayerWeightBytesPerRank(const Layout& l) const {
   return (attn + ffn + 2 * h) * m.weight_bytes;
 }
 
+double CostModel::StepWorkingSetBytes(const BatchShape& b,
+                                      const Layout& l) const {
+  const double layers = static_cast<double>(model_.num_layers) / l.pp;
+  const double lm_head = static_cast<double>(model_.hidden_size) *
+                         static_cast<double>(model_.vocab_size) / l.tp *
+                         model_.weight_bytes;
+  return layers * (LayerWeightBytesPerRank(l) +
+                   b.kv_read_tokens * KvBytesPerTokenPerLayerPerRank(l)) +
+         lm_head;
+}
+
 LayerCost CostModel::Layer(const BatchShape& b, const Layout& l,
                            double skew) const {
   const ModelSpec& m = model_;
@@ -170,6 +181,9 @@ LayerCost CostModel::Layer(const BatchShape& b, const Layout& l,
   }
   c.allreduce_bytes = l.tp > 1 ? t * h * ab : 0;
   c.tokens = t;
+  const double gain = device_.BandwidthGain(StepWorkingSetBytes(b, l));
+  c.attn_linear.bandwidth_gain = c.attn_core.bandwidth_gain =
+      c.ffn.bandwidth_gain = gain;
   return c;
 }
 
@@ -185,7 +199,8 @@ OpCost CostModel::LmHead(const BatchShape& b, const Layout& l) const {
   return {2 * b.logit_tokens * h * v,
           // fp32 logits are written, then read again by the sampler.
           h * v * model_.weight_bytes +
-              b.logit_tokens * (h * act_bytes_ + 2 * v * 4)};
+              b.logit_tokens * (h * act_bytes_ + 2 * v * 4),
+          0, device_.BandwidthGain(StepWorkingSetBytes(b, l))};
 }
 
 double CostModel::OpTime(const OpCost& c) const {
@@ -196,8 +211,9 @@ double CostModel::OpTime(const OpCost& c, double compute_efficiency) const {
   const std::string& d = model_.weight_dtype;
   const double compute =
       c.flops / (device_.PeakFlops(d) * compute_efficiency) + c.serial_s;
-  const double memory = c.bytes / (device_.memory_bandwidth_bytes_per_s *
-                                   device_.MemoryEfficiency(d));
+  const double memory =
+      c.bytes / (device_.memory_bandwidth_bytes_per_s *
+                 device_.MemoryEfficiency(d) * c.bandwidth_gain);
   return std::max(compute, memory) +
          device_.serial_fraction * std::min(compute, memory);
 }

@@ -55,8 +55,12 @@ struct OpCost {
   double bytes = 0;
   // Compute time that is not FLOPs at peak (the softmax's per-score work).
   double serial_s = 0;
+  // Bandwidth multiplier of the step this operator belongs to (its working
+  // set may stay cached between steps; DeviceProfile::BandwidthGain).
+  double bandwidth_gain = 1;
   OpCost operator+(const OpCost& o) const {
-    return {flops + o.flops, bytes + o.bytes, serial_s + o.serial_s};
+    return {flops + o.flops, bytes + o.bytes, serial_s + o.serial_s,
+            bandwidth_gain};
   }
 };
 
@@ -114,6 +118,10 @@ class CostModel {
   // This rank's KV heads (replicated when tp exceeds the KV head count).
   int64_t KvHeadsPerRank(const Layout& l) const;
   double KvBytesPerTokenPerLayerPerRank(const Layout& l) const;
+  // Bytes one rank reads in a step over `b` (its weights, LM head included,
+  // and the KV it attends over): what must stay cached for the next step to
+  // stream faster than memory.
+  double StepWorkingSetBytes(const BatchShape& b, const Layout& l) const;
   // Workspace for a step of `max_tokens` tokens and `max_seqs` logits.
   double ActivationBytes(const Layout& l, double max_tokens,
                          double max_seqs) const;

@@ -63,6 +63,49 @@ TEST(ClusterTest, PerDtypeEfficienciesOverrideTheGeneralOnes) {
   EXPECT_EQ(again->memory_efficiency_by_dtype, d.memory_efficiency_by_dtype);
 }
 
+// Points (2 MB, 3x), (8 MB, 2x), (32 MB, 1x): log-linear between them, the
+// first value below the first point, 1 past the last. At 4 MB, half-way in
+// log2 between 2 and 8 MB, the gain is (3 + 2) / 2 = 2.5.
+TEST(ClusterTest, CachedBandwidthGainInterpolatesInLogBytes) {
+  auto p = ParseDeviceProfile(R"({"kind": "cpu-local", "memory_gb": 16,
+      "memory_bandwidth_gb_per_s": 20, "peak_tflops": {"fp32": 0.1},
+      "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
+      "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50},
+      "cached_bandwidth_gain": [[2, 3], [8, 2], [32, 1]]})");
+  ASSERT_TRUE(p.ok()) << Message(p.status());
+  EXPECT_DOUBLE_EQ(p->BandwidthGain(1e6), 3.0);
+  EXPECT_DOUBLE_EQ(p->BandwidthGain(2e6), 3.0);
+  EXPECT_NEAR(p->BandwidthGain(4e6), 2.5, 1e-12);
+  EXPECT_NEAR(p->BandwidthGain(16e6), 1.5, 1e-12);
+  EXPECT_DOUBLE_EQ(p->BandwidthGain(32e6), 1.0);
+  EXPECT_DOUBLE_EQ(p->BandwidthGain(1e12), 1.0);
+  auto again = ParseDeviceProfile(DeviceProfileToJson(*p));
+  ASSERT_TRUE(again.ok()) << Message(again.status());
+  EXPECT_EQ(again->cached_bandwidth_gain.size(), 3u);
+  EXPECT_NEAR(again->BandwidthGain(4e6), 2.5, 1e-12);
+  // Built-in GPU profiles have no curve: no effect at any size.
+  EXPECT_DOUBLE_EQ(FindBuiltinProfile("H100-SXM")->BandwidthGain(1e6), 1.0);
+}
+
+TEST(ClusterTest, BadCachedBandwidthGainIsInvalidArgument) {
+  for (const char* curve :
+       {"[[8, 2], [2, 3]]", "[[2, 0.5]]", "[[2]]", "{\"a\": 1}"}) {
+    const std::string json = std::string(R"({"kind": "cpu-local",
+        "memory_gb": 16, "memory_bandwidth_gb_per_s": 20,
+        "peak_tflops": {"fp32": 0.1},
+        "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
+        "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50},
+        "cached_bandwidth_gain": )") +
+                             curve + "}";
+    auto p = ParseDeviceProfile(json);
+    ASSERT_FALSE(p.ok()) << curve;
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(Message(p.status()).find("cached_bandwidth_gain"),
+              std::string::npos)
+        << Message(p.status());
+  }
+}
+
 TEST(ClusterTest, BadInputsAreInvalidArgument) {
   struct Case {
     const char* json;

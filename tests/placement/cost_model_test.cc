@@ -40,6 +40,34 @@ TEST(CostModelTest, Llama2_7bDecodeLayer) {
   EXPECT_DOUBLE_EQ(c.allreduce_bytes, 0);
 }
 
+// A cached-bandwidth curve speeds up the streaming of a step whose working
+// set fits it, and nothing else. Llama-2-7B decode at context 1000, TP1:
+// weights per layer 4·4096² + 3·4096·11008 + 2·4096 = 202,383,360 params
+// (404,766,720 B), + KV 1000 tokens · 2·32·128·2 = 16,384 B per token, both
+// × 32 layers, + LM head 4096·32000·2 = 262,144,000 B ≈ 13.7 GB: past any
+// cache.
+TEST(CostModelTest, CachedBandwidthGainAppliesToSmallWorkingSetsOnly) {
+  DeviceProfile d = H100();
+  d.cached_bandwidth_gain = {{50e6, 4.0}, {100e6, 1.0}};
+  const ModelSpec m = Load("llama-2-7b");
+  CostModel plain(m, H100()), cached(m, d);
+  const BatchShape b = BatchShape::Decode(1, 1000);
+  EXPECT_NEAR(cached.StepWorkingSetBytes(b, Layout{}),
+              32 * (404766720.0 + 1000 * 2 * 32 * 128 * 2.0) + 262144000.0,
+              1.0);
+  EXPECT_DOUBLE_EQ(cached.LayerComputeTime(cached.Layer(b, Layout{})),
+                   plain.LayerComputeTime(plain.Layer(b, Layout{})));
+  // The same curve with a cache as large as the working set: every
+  // memory-bound operator streams 4x faster.
+  d.cached_bandwidth_gain = {{20e9, 4.0}, {40e9, 1.0}};
+  CostModel huge(m, d);
+  const LayerCost c = huge.Layer(b, Layout{});
+  EXPECT_DOUBLE_EQ(c.ffn.bandwidth_gain, 4.0);
+  EXPECT_DOUBLE_EQ(huge.LmHead(b, Layout{}).bandwidth_gain, 4.0);
+  const LayerCost p = plain.Layer(b, Layout{});
+  EXPECT_NEAR(huge.OpTime(c.ffn), plain.OpTime(p.ffn) / 4, 1e-12);
+}
+
 // Prefill of 4 tokens: causal pairs 1+2+3+4 = 10 → 4·32·128·10 FLOPs.
 TEST(CostModelTest, PrefillAttentionIsCausal) {
   CostModel cm(Load("llama-2-7b"), H100());
