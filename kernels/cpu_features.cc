@@ -1,5 +1,8 @@
 #include "kernels/cpu_features.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
@@ -81,6 +84,22 @@ std::string CpuFeatures::ToString() const {
 const CpuFeatures& GetCpuFeatures() {
   static const CpuFeatures features = Detect();
   return features;
+}
+
+int64_t LastLevelCacheBytes() {
+  static const int64_t bytes = [] {
+    int64_t best = 0;
+    for (int name : {_SC_LEVEL3_CACHE_SIZE, _SC_LEVEL2_CACHE_SIZE}) {
+      const long v = sysconf(name);
+      if (v > best) best = v;
+    }
+    return best > 0 ? best : int64_t{32} << 20;
+  }();
+  return bytes;
+}
+
+int64_t MemoryProbeBytes(int64_t at_least) {
+  return std::max(at_least, 4 * LastLevelCacheBytes());
 }
 
 }  // namespace tessera::kernels

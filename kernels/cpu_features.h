@@ -2,6 +2,7 @@
 // CPUID/XGETBV).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace tessera::kernels {
@@ -31,5 +32,14 @@ struct CpuFeatures {
 // Detected once, then cached; TESSERA_CPU_ISA=avx2|scalar caps it (for tests
 // and A/B runs).
 const CpuFeatures& GetCpuFeatures();
+
+// Bytes of the largest (last-level) data cache as the OS reports it (may be
+// a whole socket's in a VM); 32 MiB when unknown. Benchmarks size their
+// "memory" working sets past it so that they do not measure the cache.
+int64_t LastLevelCacheBytes();
+
+// A working-set size for measuring memory (not cache) bandwidth: `at_least`
+// bytes, and never under 4x the last-level cache.
+int64_t MemoryProbeBytes(int64_t at_least);
 
 }  // namespace tessera::kernels

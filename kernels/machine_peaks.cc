@@ -1,8 +1,8 @@
 // Methodology:
-// - Bandwidth: every thread streams its share of a 512 MiB buffer with 512-bit
-// (or
-//   256-bit) loads as 8 independent XOR chains (one core needs several streams
-//   to keep enough misses in flight), best of several passes.
+// - Bandwidth: every thread streams its share of a 512 MiB buffer (4x the
+//   last-level cache when that is larger) with 512-bit (or 256-bit) loads as 8
+//   independent XOR chains (one core needs several streams to keep enough
+//   misses in flight), best of several passes.
 // - Peaks: register-only loops of 16 independent FMA / vdpbf16ps chains per
 // thread
 //   (a 16-lane FMA = 32 flop, a 16-lane vdpbf16ps = 64 flop).
@@ -25,7 +25,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr int64_t kBandwidthBytes = int64_t{512} << 20;
+constexpr int64_t kMinBandwidthBytes = int64_t{512} << 20;
 constexpr int64_t kPeakIters = 1'000'000;
 
 template <class Fn>
@@ -138,11 +138,12 @@ __attribute__((target("avx512f,avx512bf16"))) void Bf16Loop(int64_t iters,
 
 PeakProbe::PeakProbe(ThreadPool& pool)
     : pool_(pool),
-      buffer_(static_cast<uint8_t*>(std::aligned_alloc(64, kBandwidthBytes))),
-      chunk_(kBandwidthBytes / pool.size() / 512 * 512),
+      buffer_bytes_(MemoryProbeBytes(kMinBandwidthBytes) / 4096 * 4096),
+      buffer_(static_cast<uint8_t*>(std::aligned_alloc(64, buffer_bytes_))),
+      chunk_(buffer_bytes_ / pool.size() / 512 * 512),
       int_sinks_(pool.size() * 8),  // One cache line per thread.
       float_sinks_(pool.size() * 16) {
-  std::memset(buffer_, 1, kBandwidthBytes);
+  std::memset(buffer_, 1, buffer_bytes_);
 }
 
 PeakProbe::~PeakProbe() { std::free(buffer_); }

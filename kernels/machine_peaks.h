@@ -45,6 +45,7 @@ class PeakProbe {
 
  private:
   ThreadPool& pool_;
+  int64_t buffer_bytes_ = 0;
   uint8_t* buffer_ = nullptr;
   int64_t chunk_ = 0;
   std::vector<uint64_t> int_sinks_;

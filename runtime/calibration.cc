@@ -20,6 +20,7 @@
 #include "base/status.h"
 #include "base/tensor.h"
 #include "fmt/format.h"
+#include "kernels/cpu_features.h"
 #include "kernels/machine_peaks.h"
 #include "kernels/ops.h"
 #include "kernels/thread_pool.h"
@@ -317,17 +318,22 @@ absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
   }
   p.compute_efficiency = p.compute_efficiency_by_dtype["fp32"];
 
-  // GEMV (single-token decode) efficiency: 256 MB of weights, as 16
-  // matrices of 4096 x 2048 (f32: 8 of them) run back to back the way a
-  // decode step runs a model's layers, so the per-call costs (thread wake-up,
-  // ramp-up of the prefetch streams) are in the figure. When a GEMV streams
+  // GEMV (single-token decode) efficiency: 256 MB of weights (4x the
+  // last-level cache where that is larger, so that no part of the set stays
+  // cached between passes), as matrices of 4096 x 2048 run back to back the
+  // way a decode step runs a model's layers, so the per-call costs (thread
+  // wake-up, ramp-up of the prefetch streams) are in the figure. When a GEMV
+  // streams
   // faster than the probe (whose access pattern the prefetchers may favour
   // less), the machine's bandwidth is the faster of the two and the
   // efficiencies are relative to it.
   constexpr int64_t kGemvRows = 4096, kGemvCols = 2048;
   std::map<std::string, double> gemv_rate;
+  const int64_t gemv_set_bytes = kernels::MemoryProbeBytes(int64_t{256} << 20);
   for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0}) {
-    const int count = d == DType::kF32 ? 8 : 16;
+    const int64_t matrix_bytes = DTypeBytes(d, kGemvRows * kGemvCols);
+    const int count =
+        static_cast<int>((gemv_set_bytes + matrix_bytes - 1) / matrix_bytes);
     std::vector<Tensor> ws;
     for (int i = 0; i < count; ++i)
       ws.push_back(RandomWeight(d, kGemvRows, kGemvCols, 13 + i));
@@ -364,7 +370,8 @@ absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
     constexpr int64_t kRows = 256;  // 256 x 2048 f16 = 1 MiB per matrix.
     std::vector<Tensor> ws;
     std::vector<float> x(kGemvCols, 0.01f), y(kRows);
-    for (const int mib : {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128}) {
+    for (int mib = 1; int64_t{mib} << 20 <= gemv_set_bytes;
+         mib = mib < 16 ? mib * 2 : mib * 3 / 2) {
       while (static_cast<int>(ws.size()) < mib) {
         ws.push_back(RandomWeight(DType::kF16, kRows, kGemvCols,
                                   101 + static_cast<uint64_t>(ws.size())));
@@ -467,15 +474,15 @@ absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
       "tessera calibrate ({} threads): read {:.1f} GB/s (probe {:.1f}); FMA "
       "peak {:.1f} "
       "GFLOP/s; bf16 peak {:.1f} GFLOP/s; GEMM {}x{}x{} efficiency {}; GEMV "
-      "256 MB efficiency {}{}; {}; {}; overhead {:.1f} us per layer + {:.2f} "
+      "{} MB efficiency {}{}; {}; {}; overhead {:.1f} us per layer + {:.2f} "
       "us "
       "per token; memcpy {:.1f} "
       "GB/s, "
       "thread hand-off {:.2f} us; inter-node link assumed (10 GbE)",
       threads, p.memory_bandwidth_bytes_per_s / 1e9, peaks.read_gbs,
       peaks.f32_gflops, peaks.bf16_gflops, kGemmRows, kGemmDim, kGemmDim,
-      gemm_note, gemv_note, cache_note, overlap_note, attention_note,
-      p.layer_overhead_s * 1e6, p.token_overhead_s * 1e6,
+      gemm_note, gemv_set_bytes >> 20, gemv_note, cache_note, overlap_note,
+      attention_note, p.layer_overhead_s * 1e6, p.token_overhead_s * 1e6,
       p.intra_node.bandwidth_bytes_per_s / 1e9, p.intra_node.latency_s * 1e6);
   RETURN_IF_ERROR(placement::ValidateDeviceProfile(p));
   return p;

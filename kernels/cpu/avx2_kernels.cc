@@ -25,6 +25,18 @@ struct Simd {
   static V Set1(float f) { return _mm256_set1_ps(f); }
   static V Load(const float* p) { return _mm256_loadu_ps(p); }
   static void Store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  // The first n (0 < n < kLanes) floats at p, the other lanes 0; nothing past
+  // p + n is touched (vmaskmovps).
+  static __m256i LaneMask(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static V LoadN(const float* p, int64_t n) {
+    return _mm256_maskload_ps(p, LaneMask(n));
+  }
+  static void StoreN(float* p, V v, int64_t n) {
+    _mm256_maskstore_ps(p, LaneMask(n), v);
+  }
   static V LoadF16(const uint16_t* p) {
     return _mm256_cvtph_ps(
         _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));

@@ -29,6 +29,14 @@ struct Simd {
   static V Set1(float f) { return _mm512_set1_ps(f); }
   static V Load(const float* p) { return _mm512_loadu_ps(p); }
   static void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  // The first n (0 < n < kLanes) floats at p, the other lanes 0; nothing past
+  // p + n is touched (masked load / store).
+  static V LoadN(const float* p, int64_t n) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+  }
+  static void StoreN(float* p, V v, int64_t n) {
+    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v);
+  }
   static V LoadF16(const uint16_t* p) {
     return _mm512_cvtph_ps(
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
