@@ -287,6 +287,9 @@ class UcxEngine final : public KvTransferEngine {
     // requests stuck on it are sends to a dead shared-memory peer whose
     // payloads are ours, and the worker never progresses again.
     if (memh_ != nullptr) ucp_mem_unmap(context_, memh_);
+#if TESSERA_HAVE_CUDA
+    if (pinned_ != nullptr) cudaHostUnregister(pinned_);
+#endif
     if (staging_memh_ != nullptr) ucp_mem_unmap(context_, staging_memh_);
     if (!leak_worker_) {
       if (worker_ != nullptr) ucp_worker_destroy(worker_);
@@ -469,6 +472,21 @@ class UcxEngine final : public KvTransferEngine {
         slot_free_.assign(static_cast<size_t>(land_blocks), 1);
         free_slots_ = land_blocks;
         pool_memory_ = memory;
+#if TESSERA_HAVE_CUDA
+        // Pinned, the staging copies are DMA transfers instead of going
+        // through the driver's own pageable bounce buffer.
+        if (memory == PoolMemory::kCuda) {
+          if (cudaHostRegister(mapped, mp.length, cudaHostRegisterDefault) ==
+              cudaSuccess) {
+            pinned_ = mapped;
+          } else {
+            (void)cudaGetLastError();
+            spdlog::info(
+                "KV transfer: cannot pin the staging buffer; staging copies "
+                "use pageable memory");
+          }
+        }
+#endif
       } else {
         memh_ = memh;
         base = mapped;
@@ -2172,6 +2190,7 @@ class UcxEngine final : public KvTransferEngine {
   // registration) and its free slots (progress thread).
   char* landing_ = nullptr;
   int64_t landing_blocks_ = 0;
+  [[maybe_unused]] void* pinned_ = nullptr;  // Staging, if cudaHostRegister'ed.
   std::vector<uint8_t> slot_free_;
   int64_t free_slots_ = 0;
   int64_t slot_cursor_ = 0;
