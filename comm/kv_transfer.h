@@ -71,17 +71,28 @@ struct KvTransferOptions {
   bool force_staging = false;
   // Blocks in the staging buffer (the most blocks one staged chunk moves).
   int64_t staging_blocks = 64;
+  // Staged pools only: blocks in the landing area, the registered host
+  // buffer incoming transfers are put into before the receiver copies them
+  // into the pool. Senders are granted slots of it (at most half each, so a
+  // stream double-buffers and several senders share it).
+  int64_t landing_blocks = 128;
 };
 
 // Where a registered pool lives.
 enum class PoolMemory { kHost, kCuda };
 
-// Counters of the sender side, for benchmarks and monitoring.
+// Counters, for benchmarks and monitoring (sender side unless noted).
 struct KvTransferStats {
   int64_t transfers = 0;      // Transfers whose puts were posted.
   int64_t puts = 0;           // ucp_put_nbx calls (after coalescing).
   int64_t staged_chunks = 0;  // Chunks copied through the staging buffer.
   int64_t notifications = 0;  // Completion batches sent (transfers/batch).
+  int64_t grants = 0;         // Landing-slot grants used (staged receivers).
+  // Receiver side, staged pools: chunks copied from the landing area into
+  // the pool, and grants revoked because their sender went silent or gave
+  // up (their slots were recycled).
+  int64_t landed_chunks = 0;
+  int64_t revoked_grants = 0;
   // Set-up = PostTransfer call to its first put posted. "Cold" transfers
   // were the first to their peer (store look-up, endpoint, rkey unpack);
   // "warm" ones reused the cached endpoint and unpacked rkey.
@@ -106,9 +117,10 @@ class KvTransferEngine {
   // and publishes its packed remote key. Once per engine; the memory must
   // stay valid until the engine is destroyed, which deregisters it. CUDA
   // pools are registered directly when UCX supports CUDA memory
-  // (SupportsCudaMemory), else staged through a registered host buffer;
-  // the receiver's pool must be directly registered (host, or CUDA with UCX
-  // CUDA support): a staged receiver returns Unimplemented.
+  // (SupportsCudaMemory), else staged: outgoing blocks are copied through
+  // a registered host staging buffer, incoming ones land in a registered
+  // host landing area (KvTransferOptions::landing_blocks slots granted to
+  // senders) and are copied into the pool before the transfer completes.
   virtual absl::Status RegisterPool(void* base, int64_t block_bytes,
                                     int64_t num_blocks,
                                     PoolMemory memory = PoolMemory::kHost) = 0;

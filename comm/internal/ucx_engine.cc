@@ -11,6 +11,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -37,6 +38,12 @@ using Clock = std::chrono::steady_clock;
 constexpr uint16_t kAmDone = 1;     // Sender → receiver: transfers landed.
 constexpr uint16_t kAmAck = 2;      // Receiver → sender: got them.
 constexpr uint16_t kAmControl = 3;  // Either way: control message.
+// Receive-side staging (the destination pool is staged; see comm/README.md).
+constexpr uint16_t kAmRxRequest = 4;  // Sender → receiver: slots wanted.
+constexpr uint16_t kAmGrant = 5;      // Receiver → sender: slots granted.
+constexpr uint16_t kAmChunk = 6;      // Sender → receiver: a grant landed.
+constexpr uint16_t kAmRxAck = 7;      // Receiver → sender: in the pool.
+constexpr uint16_t kAmRelease = 8;    // Sender → receiver: gave up.
 
 // One transfer in a kAmDone batch (and the header of control messages).
 // The receiver echoes the entries back in its kAmAck, so the sender finds
@@ -63,12 +70,54 @@ constexpr uint32_t kMaxBatch = 128;  // 3 KiB of entries: always eager.
 
 // What a rank publishes about its pool.
 struct PoolInfo {
-  uint64_t base;
+  uint64_t base;  // Staged pools: the landing area (the pool is not remote).
   int64_t block_bytes;
   int64_t num_blocks;
-  uint64_t flags;  // kPoolStaged: not directly writable (cannot receive).
+  uint64_t flags;          // kPoolStaged: senders put into granted slots.
+  int64_t landing_blocks;  // Staged pools: slots in the landing area.
 };
 constexpr uint64_t kPoolStaged = 1;
+
+// --- Receive-side staging messages. Every one names the transfer by the
+// sender's AmHeader {request id, op slot, generation, sender}. ---
+
+// kAmRxRequest: the transfer needs `total_blocks` landing slots, at most
+// `max_grant` per grant (a staged sender's staging buffer), and gives up
+// after `timeout_ms`.
+struct RxRequest {
+  AmHeader entry;
+  uint64_t total_blocks;
+  uint32_t max_grant;
+  uint32_t timeout_ms;
+};
+// kAmGrant: blocks [begin, begin + count) of the transfer (in the sender's
+// order) go to the `count` landing slots in the payload (uint32 each).
+// `token` names the grant in the chunk message.
+struct GrantHeader {
+  AmHeader entry;
+  uint64_t begin;
+  uint32_t token;
+  uint32_t count;
+};
+// kAmChunk: the grant's puts landed (sent after their flush); the payload
+// is the `count` destination block ids (int64 each), in slot order.
+struct ChunkHeader {
+  AmHeader entry;
+  uint32_t token;
+  uint32_t count;
+};
+// kAmRxAck: the transfer is in the receiver's pool (code 0) or was refused
+// (an absl::StatusCode).
+struct RxAckHeader {
+  AmHeader entry;
+  int32_t code;
+  int32_t pad;
+};
+// Most slots in one grant: bounds the grant and chunk messages (2-3 KiB).
+constexpr uint32_t kMaxGrant = 256;
+// An incoming staged transfer is revoked this long after the sender's own
+// timeout (its grants are then quarantined for that timeout before reuse).
+constexpr auto kRevokeGrace = std::chrono::milliseconds(500);
 
 // Most operations (transfers + control sends) in flight per engine.
 constexpr uint32_t kMaxOps = 16384;
@@ -88,6 +137,14 @@ struct ReqCtx {
   MsgSlot* msg = nullptr;  // kMsg.
   Kind kind = kPut;
   int peer = -1;
+};
+
+// A grant of landing slots received by the sender of a transfer to a staged
+// pool; the slots are in Op::landing[begin, begin + count).
+struct Grant {
+  uint64_t begin;
+  uint32_t token;
+  uint32_t count;
 };
 
 struct Run {
@@ -122,6 +179,15 @@ struct Op {
   // Progress-thread state.
   bool worker_owned = false;  // Between StartTransfer and the release.
   bool in_staging = false;    // Queued in staged_queue_.
+  // Transfers to a staged pool: slots are granted by the receiver.
+  bool remote_staged = false;     // Written by the caller before posting.
+  bool rx_requested = false;      // kAmRxRequest sent ...
+  bool rx_closed = false;         // ... and answered (else kAmRelease is owed).
+  std::vector<uint32_t> landing;  // landing[i]: the slot for sorted[i].
+  // Grants in arrival order: [0, grants_sent) chunk message sent,
+  // [grants_sent, grants_put) put and flushing, [grants_put, end) waiting.
+  std::vector<Grant> grants;
+  size_t grants_put = 0, grants_sent = 0;
   AmHeader header{};
   int pending_requests = 0;
   size_t next_run = 0;        // Staged: first run of the next chunk ...
@@ -151,7 +217,38 @@ struct MsgSlot {
   std::vector<AmHeader> entries;
   ReqCtx ctx;
   ucp_ep_h reply_ep = nullptr;  // Acks: where to send.
-  bool is_done = false;         // A kAmDone batch (else an ack).
+  bool is_done = false;         // A kAmDone batch (else an ack or raw).
+  // Other messages (SendRaw): copies of header and payload.
+  std::vector<char> raw_header, raw_data;
+};
+
+// Receiver side of receive-side staging: landing slots granted to one
+// transfer, until its chunk message arrives.
+struct GrantRec {
+  uint32_t token = 0;
+  uint32_t count = 0;
+  std::vector<uint32_t> slots;  // Capacity reused.
+};
+
+// An incoming transfer into this engine's staged pool.
+struct Incoming {
+  AmHeader entry{};  // The sender's names for it.
+  ucp_ep_h reply_ep = nullptr;
+  uint64_t total = 0, granted = 0, landed = 0;
+  uint32_t max_grant = 1;
+  Clock::time_point deadline;
+  std::chrono::milliseconds timeout{0};
+  std::vector<GrantRec> grants;  // [0, live_grants) outstanding.
+  size_t live_grants = 0;
+  bool waiting = false;  // In want_slots_.
+  bool refuse = false;   // No staged pool here: answer with an error.
+};
+
+// A kAmChunk message, kept until the progress pass after the callback.
+struct PendingChunk {
+  ChunkHeader header{};
+  ucp_ep_h reply_ep = nullptr;
+  std::vector<int64_t> dst;  // Capacity reused.
 };
 
 struct Peer {
@@ -190,6 +287,9 @@ class UcxEngine final : public KvTransferEngine {
     // requests stuck on it are sends to a dead shared-memory peer whose
     // payloads are ours, and the worker never progresses again.
     if (memh_ != nullptr) ucp_mem_unmap(context_, memh_);
+#if TESSERA_HAVE_CUDA
+    if (pinned_ != nullptr) cudaHostUnregister(pinned_);
+#endif
     if (staging_memh_ != nullptr) ucp_mem_unmap(context_, staging_memh_);
     if (!leak_worker_) {
       if (worker_ != nullptr) ucp_worker_destroy(worker_);
@@ -236,6 +336,11 @@ class UcxEngine final : public KvTransferEngine {
     RETURN_IF_ERROR(SetAmHandler(kAmDone, &UcxEngine::OnDoneAm));
     RETURN_IF_ERROR(SetAmHandler(kAmAck, &UcxEngine::OnAckAm));
     RETURN_IF_ERROR(SetAmHandler(kAmControl, &UcxEngine::OnControlAm));
+    RETURN_IF_ERROR(SetAmHandler(kAmRxRequest, &UcxEngine::OnRxRequestAm));
+    RETURN_IF_ERROR(SetAmHandler(kAmGrant, &UcxEngine::OnGrantAm));
+    RETURN_IF_ERROR(SetAmHandler(kAmChunk, &UcxEngine::OnChunkAm));
+    RETURN_IF_ERROR(SetAmHandler(kAmRxAck, &UcxEngine::OnRxAckAm));
+    RETURN_IF_ERROR(SetAmHandler(kAmRelease, &UcxEngine::OnReleaseAm));
 
     ucp_address_t* addr = nullptr;
     size_t addr_len = 0;
@@ -285,8 +390,19 @@ class UcxEngine final : public KvTransferEngine {
     const bool staged =
         base != nullptr &&
         (options_.force_staging || (memory == PoolMemory::kCuda && !cuda_));
-    if (staged && options_.staging_blocks <= 0) {
-      return absl::InvalidArgumentError("staging_blocks must be > 0");
+    if (staged &&
+        (options_.staging_blocks <= 0 || options_.landing_blocks <= 0 ||
+         options_.landing_blocks > (int64_t{1} << 30))) {
+      return absl::InvalidArgumentError(
+          "staging_blocks and landing_blocks must be in (0, 2^30]");
+    }
+    // A staged pool registers one UCX-allocated host buffer: the staging
+    // buffer (outgoing chunks), then the landing area (incoming grants).
+    const int64_t stage_blocks =
+        staged ? std::min(options_.staging_blocks, num_blocks) : 0;
+    const int64_t land_blocks = staged ? options_.landing_blocks : 0;
+    if (staged && stage_blocks + land_blocks > INT64_MAX / block_bytes) {
+      return absl::InvalidArgumentError("RegisterPool: staging overflows");
     }
     std::string packed;
     absl::Status status;
@@ -295,15 +411,29 @@ class UcxEngine final : public KvTransferEngine {
         status = absl::FailedPreconditionError("pool already registered");
         return;
       }
-      // A staged pool registers only its staging buffer (UCX-allocated
-      // host memory); the pool itself is read with PoolCopy.
+#if TESSERA_HAVE_CUDA
+      // The staging copies run on this thread: on the pool's device.
+      if (memory == PoolMemory::kCuda) {
+        cudaPointerAttributes pa{};
+        if (cudaPointerGetAttributes(&pa, base) != cudaSuccess ||
+            pa.type != cudaMemoryTypeDevice) {
+          (void)cudaGetLastError();
+          status = absl::InvalidArgumentError(
+              "RegisterPool(kCuda): not device memory");
+          return;
+        }
+        cudaSetDevice(pa.device);
+      }
+#endif
+      // A staged pool registers only its staging buffer and landing area
+      // (UCX-allocated host memory); the pool itself is read with
+      // PoolCopyOut and written with PoolCopyIn.
       ucp_mem_map_params_t mp{};
       mp.field_mask =
           UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
       mp.address = staged ? nullptr : base;
       mp.length = static_cast<size_t>(
-          block_bytes * (staged ? std::min(options_.staging_blocks, num_blocks)
-                                : num_blocks));
+          block_bytes * (staged ? stage_blocks + land_blocks : num_blocks));
       if (mp.address == nullptr) {
         mp.field_mask |= UCP_MEM_MAP_PARAM_FIELD_FLAGS;
         mp.flags = UCP_MEM_MAP_ALLOCATE;
@@ -336,18 +466,41 @@ class UcxEngine final : public KvTransferEngine {
       if (staged) {
         staging_memh_ = memh;
         staging_ = static_cast<char*>(mapped);
-        staging_blocks_ = static_cast<int64_t>(mp.length) / block_bytes;
+        staging_blocks_ = stage_blocks;
+        landing_ = staging_ + stage_blocks * block_bytes;
+        landing_blocks_ = land_blocks;
+        slot_free_.assign(static_cast<size_t>(land_blocks), 1);
+        free_slots_ = land_blocks;
         pool_memory_ = memory;
+#if TESSERA_HAVE_CUDA
+        // Pinned, the staging copies are DMA transfers instead of going
+        // through the driver's own pageable bounce buffer.
+        if (memory == PoolMemory::kCuda) {
+          if (cudaHostRegister(mapped, mp.length, cudaHostRegisterDefault) ==
+              cudaSuccess) {
+            pinned_ = mapped;
+          } else {
+            (void)cudaGetLastError();
+            spdlog::info(
+                "KV transfer: cannot pin the staging buffer; staging copies "
+                "use pageable memory");
+          }
+        }
+#endif
       } else {
         memh_ = memh;
         base = mapped;
       }
-      PoolInfo info{reinterpret_cast<uint64_t>(base), block_bytes, num_blocks,
-                    staged ? kPoolStaged : 0};
+      // Remote writes go to the landing area of a staged pool.
+      const uint64_t remote_base = reinterpret_cast<uint64_t>(
+          staged ? static_cast<void*>(landing_) : base);
+      PoolInfo info{remote_base, block_bytes, num_blocks,
+                    staged ? kPoolStaged : 0, land_blocks};
       packed.assign(reinterpret_cast<const char*>(&info), sizeof(info));
       packed.append(static_cast<const char*>(rkey), rkey_len);
       ucp_rkey_buffer_release(rkey);
       pool_ = info;
+      pool_.base = reinterpret_cast<uint64_t>(base);  // The local address.
     });
     RETURN_IF_ERROR(status);
     return store_->Set(Key(rank_, "pool"), packed);
@@ -365,12 +518,7 @@ class UcxEngine final : public KvTransferEngine {
     ASSIGN_OR_RETURN(std::shared_ptr<const PeerInfo> info,
                      LookupPeer(peer, /*need_pool=*/true, timeout));
     const PoolInfo& remote = info->pool;
-    if (remote.flags & kPoolStaged) {
-      return absl::UnimplementedError(fmt::format(
-          "rank {}'s KV pool is staged (CUDA memory without UCX CUDA "
-          "support): it can send but not receive",
-          peer));
-    }
+    const bool remote_staged = (remote.flags & kPoolStaged) != 0;
     if (remote.block_bytes != pool_.block_bytes) {
       return absl::InvalidArgumentError(
           fmt::format("block size differs: {} here, {} on rank {}",
@@ -386,13 +534,8 @@ class UcxEngine final : public KvTransferEngine {
             peer));
       }
     }
-    ASSIGN_OR_RETURN(Op * op, AcquireOp(request_id));
-    op->peer = peer;
-    op->is_transfer = true;
-    op->posted = posted;
-    op->timeout = timeout;
-    op->deadline = posted + timeout;
-    op->info = std::move(info);
+    ASSIGN_OR_RETURN(
+        Op * op, AcquireOp(request_id, peer, posted, timeout, std::move(info)));
     // Coalesce: sort by source, merge runs adjacent on both sides.
     op->sorted.assign(blocks.begin(), blocks.end());
     std::sort(op->sorted.begin(), op->sorted.end(),
@@ -409,6 +552,9 @@ class UcxEngine final : public KvTransferEngine {
         op->runs.push_back({b.src_block, b.dst_block, 1});
       }
     }
+    // A staged receiver grants landing slots for sorted[i], in order.
+    op->remote_staged = remote_staged;
+    if (remote_staged) op->landing.resize(op->sorted.size());
     PostOp(op);
     return absl::OkStatus();
   }
@@ -469,13 +615,8 @@ class UcxEngine final : public KvTransferEngine {
     const auto posted = Clock::now();
     ASSIGN_OR_RETURN(std::shared_ptr<const PeerInfo> info,
                      LookupPeer(peer, /*need_pool=*/false, timeout));
-    ASSIGN_OR_RETURN(Op * op, AcquireOp(std::nullopt));
-    op->is_transfer = false;
-    op->peer = peer;
-    op->posted = posted;
-    op->timeout = timeout;
-    op->deadline = posted + timeout;
-    op->info = std::move(info);
+    ASSIGN_OR_RETURN(Op * op, AcquireOp(std::nullopt, peer, posted, timeout,
+                                        std::move(info)));
     op->payload.assign(payload.data(), payload.size());
     PostOp(op);
     absl::Status s = WaitOp(*op);
@@ -528,9 +669,14 @@ class UcxEngine final : public KvTransferEngine {
 
   // --- Op slots (caller threads) ---
 
-  // A free slot, registered under `request_id` (transfers) so WaitTransfer
-  // and Cancel find it. No allocation once the slots and map nodes exist.
-  absl::StatusOr<Op*> AcquireOp(std::optional<uint64_t> request_id) {
+  // A free slot for a transfer (`request_id`, registered so WaitTransfer
+  // and Cancel find it) or a control message (nullopt) to `peer`, reset and
+  // stamped with its deadline. No allocation once the slots and map nodes
+  // exist.
+  absl::StatusOr<Op*> AcquireOp(std::optional<uint64_t> request_id, int peer,
+                                Clock::time_point posted,
+                                std::chrono::milliseconds timeout,
+                                std::shared_ptr<const PeerInfo> info) {
     std::lock_guard lock(ops_mu_);
     if (request_id) {
       if (transfers_.count(*request_id) != 0) {
@@ -565,6 +711,18 @@ class UcxEngine final : public KvTransferEngine {
     op->pending_requests = 0;
     op->next_run = 0;
     op->next_run_done = 0;
+    op->peer = peer;
+    op->is_transfer = request_id.has_value();
+    op->posted = posted;
+    op->timeout = timeout;
+    op->deadline = posted + timeout;
+    op->info = std::move(info);
+    op->remote_staged = false;
+    op->rx_requested = false;
+    op->rx_closed = false;
+    op->grants.clear();
+    op->grants_put = 0;
+    op->grants_sent = 0;
     if (request_id) {
       if (!spare_nodes_.empty()) {
         auto node = std::move(spare_nodes_.back());
@@ -786,6 +944,375 @@ class UcxEngine final : public KvTransferEngine {
     return UCS_OK;
   }
 
+  // --- Receive-side staging: AM handlers (progress thread). They only
+  // record; sends and copies happen in PumpGrants / PumpLanding. ---
+
+  // Sender: slots granted for one of our transfers.
+  ucs_status_t OnGrantAm(const void* header, size_t header_length, void* data,
+                         size_t length, const ucp_am_recv_param_t* param) {
+    if (header_length != sizeof(GrantHeader) ||
+        (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
+      return UCS_OK;
+    }
+    GrantHeader h;
+    std::memcpy(&h, header, sizeof(h));
+    // A grant for a transfer that is gone is dropped: the release sent when
+    // it ended (or the receiver's deadline) frees its slots.
+    if (!IsLive(h.entry)) return UCS_OK;
+    Op* op = ops_[h.entry.slot].load();
+    const uint64_t total = op->sorted.size();
+    const int64_t landing = op->info->pool.landing_blocks;
+    bool ok = op->remote_staged && h.count > 0 && h.count <= kMaxGrant &&
+              length == h.count * sizeof(uint32_t) && h.begin <= total &&
+              h.count <= total - h.begin &&
+              (staging_ == nullptr || h.count <= staging_blocks_);
+    for (uint32_t j = 0; ok && j < h.count; ++j) {
+      uint32_t slot;
+      std::memcpy(&slot, static_cast<const char*>(data) + j * sizeof(slot),
+                  sizeof(slot));
+      ok = slot < landing;
+      op->landing[h.begin + j] = slot;
+    }
+    if (!ok) {
+      op->Finish(absl::InternalError(
+          fmt::format("rank {} sent a malformed landing grant for transfer {}",
+                      op->peer, op->id)));
+      return UCS_OK;
+    }
+    op->grants.push_back({h.begin, h.token, h.count});
+    granted_ops_.push_back({op, op->generation});
+    return UCS_OK;
+  }
+
+  // Sender: a transfer to a staged pool is in the pool (or was refused).
+  ucs_status_t OnRxAckAm(const void* header, size_t header_length, void*,
+                         size_t, const ucp_am_recv_param_t*) {
+    if (header_length != sizeof(RxAckHeader)) return UCS_OK;
+    RxAckHeader h;
+    std::memcpy(&h, header, sizeof(h));
+    if (h.entry.slot >= kMaxOps) return UCS_OK;
+    Op* op = ops_[h.entry.slot].load();
+    if (op == nullptr || !op->worker_owned ||
+        op->generation != h.entry.generation || op->id != h.entry.request_id ||
+        !op->is_transfer) {
+      return UCS_OK;
+    }
+    op->rx_closed = true;  // The receiver forgot the transfer: no release.
+    if (h.code == 0) {
+      op->Finish(absl::OkStatus());
+    } else {
+      op->Finish(absl::Status(
+          static_cast<absl::StatusCode>(h.code),
+          fmt::format("rank {} refused transfer {} into its staged pool",
+                      op->peer, op->id)));
+    }
+    return UCS_OK;
+  }
+
+  // Receiver: a sender wants landing slots.
+  ucs_status_t OnRxRequestAm(const void* header, size_t header_length, void*,
+                             size_t, const ucp_am_recv_param_t* param) {
+    if (header_length != sizeof(RxRequest) ||
+        !(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP)) {
+      return UCS_OK;
+    }
+    RxRequest r;
+    std::memcpy(&r, header, sizeof(r));
+    if (FindIncoming(r.entry) != nullptr) return UCS_OK;  // Duplicate.
+    Incoming* in = NewIncoming();
+    in->entry = r.entry;
+    in->reply_ep = param->reply_ep;
+    in->total = r.total_blocks;
+    in->max_grant = std::clamp<uint32_t>(r.max_grant, 1, kMaxGrant);
+    in->timeout = std::chrono::milliseconds(r.timeout_ms);
+    in->deadline = Clock::now() + in->timeout + kRevokeGrace;
+    in->refuse = landing_ == nullptr;
+    if (!in->refuse && in->total > 0) {
+      in->waiting = true;
+      want_slots_.push_back(in);
+    }
+    return UCS_OK;
+  }
+
+  // Receiver: a grant's blocks are in their slots.
+  ucs_status_t OnChunkAm(const void* header, size_t header_length, void* data,
+                         size_t length, const ucp_am_recv_param_t* param) {
+    if (header_length != sizeof(ChunkHeader) ||
+        (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
+      return UCS_OK;
+    }
+    ChunkHeader h;
+    std::memcpy(&h, header, sizeof(h));
+    if (h.count == 0 || h.count > kMaxGrant ||
+        length != h.count * sizeof(int64_t)) {
+      return UCS_OK;  // Malformed: the grant is revoked at the deadline.
+    }
+    if (num_chunks_ == chunks_.size()) chunks_.emplace_back();
+    PendingChunk& c = chunks_[num_chunks_++];
+    c.header = h;
+    c.reply_ep = (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP)
+                     ? param->reply_ep
+                     : nullptr;
+    c.dst.resize(h.count);
+    std::memcpy(c.dst.data(), data, length);
+    return UCS_OK;
+  }
+
+  // Receiver: the sender gave up on a transfer; none of its puts is in
+  // flight any more, so its slots are free at once.
+  ucs_status_t OnReleaseAm(const void* header, size_t header_length, void*,
+                           size_t, const ucp_am_recv_param_t*) {
+    if (header_length != sizeof(AmHeader)) return UCS_OK;
+    AmHeader e;
+    std::memcpy(&e, header, sizeof(e));
+    if (Incoming* in = FindIncoming(e)) {
+      RevokeGrants(in, /*quarantine=*/false);
+      RemoveIncoming(in);
+    }
+    return UCS_OK;
+  }
+
+  // --- Receive-side staging: landing slots (progress thread). ---
+
+  Incoming* FindIncoming(const AmHeader& e) {
+    for (Incoming* in : incoming_) {
+      if (in->entry.sender == e.sender && in->entry.slot == e.slot &&
+          in->entry.generation == e.generation &&
+          in->entry.request_id == e.request_id) {
+        return in;
+      }
+    }
+    return nullptr;
+  }
+
+  Incoming* NewIncoming() {
+    Incoming* in;
+    if (free_incoming_.empty()) {
+      incoming_store_.push_back(std::make_unique<Incoming>());
+      in = incoming_store_.back().get();
+    } else {
+      in = free_incoming_.back();
+      free_incoming_.pop_back();
+    }
+    in->granted = in->landed = 0;
+    in->live_grants = 0;
+    in->waiting = in->refuse = false;
+    incoming_.push_back(in);
+    return in;
+  }
+
+  void RemoveIncoming(Incoming* in) {
+    incoming_.erase(std::find(incoming_.begin(), incoming_.end(), in));
+    if (in->waiting) {
+      want_slots_.erase(std::find(want_slots_.begin(), want_slots_.end(), in));
+      in->waiting = false;
+    }
+    free_incoming_.push_back(in);
+  }
+
+  void FreeSlot(uint32_t slot) {
+    slot_free_[slot] = 1;
+    ++free_slots_;
+  }
+
+  // Takes back the slots of every outstanding grant of `in`. A sender that
+  // went silent may be merely stalled with puts still to land, so its slots
+  // wait out its timeout once more before reuse (quarantine); a sender that
+  // released them has no put left in flight.
+  void RevokeGrants(Incoming* in, bool quarantine) {
+    const auto until =
+        Clock::now() + std::max(in->timeout, std::chrono::milliseconds(100));
+    for (size_t k = 0; k < in->live_grants; ++k) {
+      for (uint32_t slot : in->grants[k].slots) {
+        if (quarantine) {
+          quarantine_.push_back({until, slot});
+        } else {
+          FreeSlot(slot);
+        }
+      }
+    }
+    if (in->live_grants > 0) {
+      std::lock_guard lock(stats_mu_);
+      stats_.revoked_grants += static_cast<int64_t>(in->live_grants);
+    }
+    in->live_grants = 0;
+  }
+
+  void SendRxAck(Incoming* in, absl::StatusCode code) {
+    RxAckHeader h{in->entry, static_cast<int32_t>(code), 0};
+    if (in->reply_ep != nullptr) {
+      (void)SendRaw(in->reply_ep, kAmRxAck, in->entry.sender, &h, sizeof(h),
+                    nullptr, 0, /*reply=*/false);
+    }
+  }
+
+  // The transfer is in the pool: tell the local user, then the sender.
+  void CompleteIncoming(Incoming* in) {
+    {
+      std::lock_guard lock(rx_mu_);
+      completions_.push_back({in->entry.sender, in->entry.request_id});
+    }
+    rx_cv_.notify_all();
+    SendRxAck(in, absl::StatusCode::kOk);
+    RemoveIncoming(in);
+  }
+
+  void FailIncoming(Incoming* in, absl::StatusCode code, bool quarantine) {
+    RevokeGrants(in, quarantine);
+    SendRxAck(in, code);
+    RemoveIncoming(in);
+  }
+
+  // Copies a landed grant into the pool and recycles its slots.
+  void LandChunk(const PendingChunk& c) {
+    Incoming* in = FindIncoming(c.header.entry);
+    if (in == nullptr) return;  // Revoked or released meanwhile.
+    if (c.reply_ep != nullptr) in->reply_ep = c.reply_ep;
+    size_t k = 0;
+    while (k < in->live_grants && in->grants[k].token != c.header.token) ++k;
+    if (k == in->live_grants || in->grants[k].count != c.header.count) {
+      spdlog::warn("KV transfer: rank {} announced an unknown landing grant",
+                   in->entry.sender);
+      FailIncoming(in, absl::StatusCode::kInternal, /*quarantine=*/true);
+      return;
+    }
+    const GrantRec& g = in->grants[k];
+    const int64_t bb = pool_.block_bytes;
+    absl::Status status;
+    for (uint32_t j = 0; j < g.count && status.ok(); ++j) {
+      if (c.dst[j] < 0 || c.dst[j] >= pool_.num_blocks) {
+        status = absl::InvalidArgumentError("destination block out of range");
+      }
+    }
+    for (uint32_t j = 0; j < g.count && status.ok();) {
+      // One copy per run adjacent in the landing area and in the pool.
+      uint32_t n = 1;
+      while (j + n < g.count && g.slots[j + n] == g.slots[j] + n &&
+             c.dst[j + n] == c.dst[j] + n) {
+        ++n;
+      }
+      status = PoolCopyIn(c.dst[j] * bb, landing_ + int64_t{g.slots[j]} * bb,
+                          n * bb);
+      j += n;
+    }
+    if (!status.ok()) {
+      spdlog::error("KV transfer from rank {}: {}", in->entry.sender,
+                    std::string(status.message()));
+      // The sender's puts into these slots are complete: no quarantine.
+      FailIncoming(in, status.code(), /*quarantine=*/false);
+      return;
+    }
+    for (uint32_t slot : g.slots) FreeSlot(slot);
+    in->landed += g.count;
+    std::swap(in->grants[k], in->grants[in->live_grants - 1]);
+    --in->live_grants;
+    {
+      std::lock_guard lock(stats_mu_);
+      ++stats_.landed_chunks;
+    }
+    if (in->landed == in->total) {
+      CompleteIncoming(in);
+    } else if (in->granted < in->total && !in->waiting) {
+      in->waiting = true;
+      want_slots_.push_back(in);
+    }
+  }
+
+  // Grants free slots to waiting transfers, round robin, at most half the
+  // landing area per grant and two grants per transfer (so one stream
+  // double-buffers and other senders get their turn).
+  bool GrantSlots() {
+    bool busy = false;
+    const uint64_t cap = static_cast<uint64_t>(std::min<int64_t>(
+        std::max<int64_t>(1, landing_blocks_ / 2), int64_t{kMaxGrant}));
+    while (!want_slots_.empty() && free_slots_ > 0) {
+      Incoming* in = want_slots_.front();
+      want_slots_.pop_front();
+      in->waiting = false;
+      if (in->granted >= in->total || in->live_grants >= 2) continue;
+      const uint64_t n =
+          std::min({in->total - in->granted, uint64_t{in->max_grant}, cap,
+                    static_cast<uint64_t>(free_slots_)});
+      if (in->live_grants == in->grants.size()) in->grants.emplace_back();
+      GrantRec& g = in->grants[in->live_grants];
+      g.token = next_token_++;
+      g.count = static_cast<uint32_t>(n);
+      g.slots.clear();
+      // Scan from where the last grant ended: consecutive slots make
+      // longer puts and copies.
+      for (int64_t scanned = 0; g.slots.size() < n && scanned < landing_blocks_;
+           ++scanned) {
+        const int64_t slot = slot_cursor_;
+        slot_cursor_ = slot_cursor_ + 1 == landing_blocks_ ? 0 : slot + 1;
+        if (slot_free_[slot]) {
+          slot_free_[slot] = 0;
+          --free_slots_;
+          g.slots.push_back(static_cast<uint32_t>(slot));
+        }
+      }
+      GrantHeader h{in->entry, in->granted, g.token, g.count};
+      ++in->live_grants;
+      busy = true;
+      if (!SendRaw(in->reply_ep, kAmGrant, in->entry.sender, &h, sizeof(h),
+                   g.slots.data(), g.slots.size() * sizeof(uint32_t),
+                   /*reply=*/false)) {
+        // Never reached the sender: nothing can land in these slots.
+        RevokeGrants(in, /*quarantine=*/false);
+        RemoveIncoming(in);
+        continue;
+      }
+      in->granted += n;
+      if (in->granted < in->total && in->live_grants < 2) {
+        in->waiting = true;
+        want_slots_.push_back(in);
+      }
+    }
+    return busy;
+  }
+
+  // Lands announced chunks, answers finished and refused transfers,
+  // revokes the grants of silent senders and grants free slots.
+  bool PumpLanding() {
+    if (incoming_.empty() && num_chunks_ == 0 && quarantine_.empty()) {
+      return false;
+    }
+    bool busy = num_chunks_ > 0;
+    for (size_t i = 0; i < num_chunks_; ++i) LandChunk(chunks_[i]);
+    num_chunks_ = 0;
+    const auto now = Clock::now();
+    for (size_t i = 0; i < incoming_.size();) {
+      Incoming* in = incoming_[i];
+      if (in->refuse) {
+        FailIncoming(in, absl::StatusCode::kFailedPrecondition, false);
+      } else if (in->total == 0) {
+        CompleteIncoming(in);
+      } else if (now >= in->deadline) {
+        spdlog::warn(
+            "KV transfer: rank {} went silent during transfer {} into the "
+            "staged pool; its landing slots are revoked",
+            in->entry.sender, in->entry.request_id);
+        RevokeGrants(in, /*quarantine=*/true);
+        RemoveIncoming(in);
+      } else {
+        ++i;
+        continue;
+      }
+      busy = true;  // incoming_[i] is the next one now.
+    }
+    for (size_t i = 0; i < quarantine_.size();) {
+      if (now >= quarantine_[i].first) {
+        FreeSlot(quarantine_[i].second);
+        quarantine_[i] = quarantine_.back();
+        quarantine_.pop_back();
+        busy = true;
+      } else {
+        ++i;
+      }
+    }
+    if (landing_ != nullptr) busy |= GrantSlots();
+    return busy;
+  }
+
   // --- Progress thread ---
 
   // Hands a transfer or control op to the progress thread; wakes it only if
@@ -840,6 +1367,8 @@ class UcxEngine final : public KvTransferEngine {
       bool busy = false;
       while (ucp_worker_progress(worker_) != 0) busy = true;
       busy |= RunCommands();
+      busy |= PumpGrants();
+      busy |= PumpLanding();
       busy |= SendPendingAcks();
       busy |= SendDoneBatches();
       busy |= ProcessFailures();
@@ -1010,6 +1539,7 @@ class UcxEngine final : public KvTransferEngine {
         done = true;
       }
       if (done && op->pending_requests == 0 && !op->in_staging) {
+        if (op->rx_requested && !op->rx_closed) SendRelease(op);
         live_ops_[i] = live_ops_.back();
         live_ops_.pop_back();
         op->worker_owned = false;
@@ -1153,9 +1683,13 @@ class UcxEngine final : public KvTransferEngine {
           fmt::format("rank {} unreachable: {}", op->peer, UcsError(status))));
     }
     if (ctx->kind == ReqCtx::kFlush) {
-      if (op->in_staging) {
-        chunk_in_flight_ = false;  // PumpStaging goes on.
-      } else if (status == UCS_OK) {
+      // A staged pool sends one chunk at a time: every flush ends one.
+      if (staging_ != nullptr) chunk_in_flight_ = false;
+      if (op->remote_staged) {
+        // The oldest flushing grant's puts landed (a flush completes after
+        // every earlier put on the endpoint): announce it.
+        if (status == UCS_OK && !op->finished()) SendChunk(op);
+      } else if (!op->in_staging && status == UCS_OK) {
         QueueDone(op);
       }
     }
@@ -1216,6 +1750,11 @@ class UcxEngine final : public KvTransferEngine {
     // Cold: the first transfer to this peer (it looked the peer up in the
     // store and set up the endpoint and rkey).
     const bool cold = connected;
+    if (op->remote_staged) {
+      RecordSetup(*op, cold, connect);
+      SendRxRequest(op, **peer);
+      return;
+    }
     if (staging_ != nullptr) {
       RecordSetup(*op, cold, connect);
       op->in_staging = true;
@@ -1252,7 +1791,7 @@ class UcxEngine final : public KvTransferEngine {
   // engine; transfers queue behind each other. ---
 
   // Copies `bytes` of the pool at `offset` into the staging buffer.
-  absl::Status PoolCopy(char* dst, int64_t offset, int64_t bytes) {
+  absl::Status PoolCopyOut(char* dst, int64_t offset, int64_t bytes) {
     const char* src = reinterpret_cast<const char*>(pool_.base) + offset;
 #if TESSERA_HAVE_CUDA
     if (pool_memory_ == PoolMemory::kCuda) {
@@ -1269,6 +1808,24 @@ class UcxEngine final : public KvTransferEngine {
     return absl::OkStatus();
   }
 
+  // Copies `bytes` from the landing area into the pool at `offset`.
+  absl::Status PoolCopyIn(int64_t offset, const char* src, int64_t bytes) {
+    char* dst = reinterpret_cast<char*>(pool_.base) + offset;
+#if TESSERA_HAVE_CUDA
+    if (pool_memory_ == PoolMemory::kCuda) {
+      const cudaError_t e = cudaMemcpy(dst, src, static_cast<size_t>(bytes),
+                                       cudaMemcpyHostToDevice);
+      if (e != cudaSuccess) {
+        return absl::InternalError(fmt::format(
+            "landing copy into the KV pool failed: {}", cudaGetErrorString(e)));
+      }
+      return absl::OkStatus();
+    }
+#endif
+    std::memcpy(dst, src, static_cast<size_t>(bytes));
+    return absl::OkStatus();
+  }
+
   // Moves the staged queue on while no chunk is in flight: the next chunk
   // of the head transfer, or its notification once every chunk landed.
   // A loop, not recursion: on shm whole chunks complete in place.
@@ -1277,6 +1834,16 @@ class UcxEngine final : public KvTransferEngine {
     while (!chunk_in_flight_ && !staged_queue_.empty()) {
       busy = true;
       Op* op = staged_queue_.front();
+      if (op->remote_staged) {
+        // Queued while it has a grant to send; re-queued on the next one.
+        if (op->finished() || op->grants_put == op->grants.size()) {
+          staged_queue_.pop_front();
+          op->in_staging = false;
+          continue;
+        }
+        PostGrant(op);
+        continue;
+      }
       if (op->finished() || op->next_run >= op->runs.size()) {
         staged_queue_.pop_front();
         op->in_staging = false;
@@ -1308,7 +1875,7 @@ class UcxEngine final : public KvTransferEngine {
           std::min(r.count - op->next_run_done, staging_blocks_ - used);
       char* stage = staging_ + used * bb;
       absl::Status copied =
-          PoolCopy(stage, (r.src_block + op->next_run_done) * bb, n * bb);
+          PoolCopyOut(stage, (r.src_block + op->next_run_done) * bb, n * bb);
       if (!copied.ok()) {
         // Flush what this chunk already posted before the buffer is reused.
         op->Finish(std::move(copied));
@@ -1343,6 +1910,196 @@ class UcxEngine final : public KvTransferEngine {
     }
   }
 
+  // --- Transfers to a staged pool (receive-side staging). The sender asks
+  // for landing slots (kAmRxRequest); the receiver grants them as they free
+  // up (kAmGrant, at most two grants per transfer outstanding); per grant
+  // the sender puts the blocks into the slots, flushes and announces them
+  // (kAmChunk); the receiver copies them into its pool and, after the last
+  // one, acknowledges the transfer (kAmRxAck). ---
+
+  // Sends an eager active message with copies of `header` and `data`
+  // (raw_* buffers of a reused MsgSlot); false if it failed at once.
+  bool SendRaw(ucp_ep_h ep, uint16_t id, int peer, const void* header,
+               size_t header_len, const void* data, size_t data_len,
+               bool reply) {
+    MsgSlot* m = GetMsgSlot();
+    m->is_done = false;
+    const char* h = static_cast<const char*>(header);
+    const char* d = static_cast<const char*>(data);
+    m->raw_header.assign(h, h + header_len);
+    m->raw_data.assign(d, d + data_len);
+    m->ctx = {this, nullptr, m, ReqCtx::kMsg, peer};
+    ucp_request_param_t rp = Params(&m->ctx, UCP_OP_ATTR_FIELD_FLAGS);
+    rp.flags = UCP_AM_SEND_FLAG_EAGER | (reply ? UCP_AM_SEND_FLAG_REPLY : 0);
+    ucs_status_ptr_t req =
+        ucp_am_send_nbx(ep, id, m->raw_header.data(), header_len,
+                        m->raw_data.data(), data_len, &rp);
+    if (UCS_PTR_IS_PTR(req)) {
+      ++outstanding_requests_;
+      ++outstanding_by_peer_[peer];
+      return true;
+    }
+    free_msgs_.push_back(m);
+    return !UCS_PTR_IS_ERR(req);
+  }
+
+  AmHeader EntryOf(const Op& op) const {
+    return AmHeader{op.id, op.slot, op.generation, rank_, 0};
+  }
+
+  void SendRxRequest(Op* op, Peer& p) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        op->deadline - Clock::now());
+    RxRequest r{};
+    r.entry = EntryOf(*op);
+    r.total_blocks = op->sorted.size();
+    // A staged sender copies a grant into its staging buffer at once.
+    r.max_grant = static_cast<uint32_t>(
+        staging_ != nullptr
+            ? std::min<int64_t>(staging_blocks_, int64_t{kMaxGrant})
+            : int64_t{kMaxGrant});
+    r.timeout_ms = static_cast<uint32_t>(std::clamp<int64_t>(
+        left.count(), 1, int64_t{std::numeric_limits<uint32_t>::max()}));
+    if (!SendRaw(p.ep, kAmRxRequest, op->peer, &r, sizeof(r), nullptr, 0,
+                 /*reply=*/true)) {
+      op->Finish(absl::UnavailableError(
+          fmt::format("landing-slot request to rank {} failed", op->peer)));
+      return;
+    }
+    op->rx_requested = true;
+  }
+
+  // Puts the blocks of the next waiting grant of `op` into its landing
+  // slots (through the staging buffer when this pool is staged: then one
+  // chunk in flight per engine) and flushes; the flush's completion sends
+  // the chunk message.
+  void PostGrant(Op* op) {
+    auto it = peers_.find(op->peer);
+    if (it == peers_.end() || it->second.ep == nullptr) {
+      op->Finish(absl::UnavailableError(
+          fmt::format("rank {} lost before completion", op->peer)));
+      return;
+    }
+    Peer& p = it->second;
+    const Grant g = op->grants[op->grants_put++];
+    const int64_t bb = pool_.block_bytes;
+    const bool staged = staging_ != nullptr;
+    const BlockCopy* blocks = op->sorted.data() + g.begin;
+    const uint32_t* slots = op->landing.data() + g.begin;
+    if (staged) {
+      // Gather the grant's blocks into the staging buffer (runs adjacent in
+      // the pool in one copy).
+      for (uint32_t j = 0; j < g.count;) {
+        uint32_t n = 1;
+        while (j + n < g.count &&
+               blocks[j + n].src_block == blocks[j].src_block + n) {
+          ++n;
+        }
+        absl::Status copied =
+            PoolCopyOut(staging_ + j * bb, blocks[j].src_block * bb, n * bb);
+        if (!copied.ok()) {
+          op->Finish(std::move(copied));
+          return;
+        }
+        j += n;
+      }
+      chunk_in_flight_ = true;
+    }
+    int64_t puts = 0;
+    for (uint32_t j = 0; j < g.count;) {
+      // One put per run adjacent in the source and in the landing area.
+      uint32_t n = 1;
+      while (j + n < g.count && slots[j + n] == slots[j] + n &&
+             (staged || blocks[j + n].src_block == blocks[j].src_block + n)) {
+        ++n;
+      }
+      const char* src = staged ? staging_ + j * bb
+                               : reinterpret_cast<const char*>(pool_.base) +
+                                     blocks[j].src_block * bb;
+      const uint64_t dst =
+          p.pool.base + uint64_t{slots[j]} * static_cast<uint64_t>(bb);
+      ucp_request_param_t rp = Params(&op->put_ctx);
+      ++puts;
+      if (!Track(ucp_put_nbx(p.ep, src, static_cast<size_t>(n * bb), dst,
+                             p.rkey, &rp),
+                 &op->put_ctx, "put")) {
+        break;  // Finished; still flush what was posted.
+      }
+      j += n;
+    }
+    {
+      std::lock_guard lock(stats_mu_);
+      stats_.puts += puts;
+      ++stats_.grants;
+      if (staged) ++stats_.staged_chunks;
+    }
+    ucp_request_param_t rp = Params(&op->flush_ctx);
+    if (!Track(ucp_ep_flush_nbx(p.ep, &rp), &op->flush_ctx, "flush") &&
+        staged) {
+      chunk_in_flight_ = false;
+    }
+  }
+
+  // The oldest flushing grant of `op` landed: tell the receiver which
+  // blocks its slots hold.
+  void SendChunk(Op* op) {
+    if (op->grants_sent >= op->grants_put) return;
+    const Grant g = op->grants[op->grants_sent++];
+    auto it = peers_.find(op->peer);
+    if (it == peers_.end() || it->second.ep == nullptr) {
+      op->Finish(absl::UnavailableError(
+          fmt::format("rank {} lost before completion", op->peer)));
+      return;
+    }
+    ChunkHeader h{EntryOf(*op), g.token, g.count};
+    chunk_dst_.resize(g.count);
+    for (uint32_t j = 0; j < g.count; ++j) {
+      chunk_dst_[j] = op->sorted[g.begin + j].dst_block;
+    }
+    if (!SendRaw(it->second.ep, kAmChunk, op->peer, &h, sizeof(h),
+                 chunk_dst_.data(), g.count * sizeof(int64_t),
+                 /*reply=*/true)) {
+      op->Finish(absl::UnavailableError(
+          fmt::format("chunk message to rank {} failed", op->peer)));
+    }
+  }
+
+  // A transfer to a staged pool that ended without the receiver's answer
+  // (cancelled, timed out, failed): once none of its puts can still land,
+  // tell the receiver to recycle its slots at once.
+  void SendRelease(Op* op) {
+    auto it = peers_.find(op->peer);
+    if (it == peers_.end() || it->second.ep == nullptr || it->second.failed) {
+      return;  // The receiver revokes the grants at its deadline.
+    }
+    const AmHeader e = EntryOf(*op);
+    (void)SendRaw(it->second.ep, kAmRelease, op->peer, &e, sizeof(e), nullptr,
+                  0, /*reply=*/false);
+  }
+
+  // Posts the puts of grants that arrived in this pass (a staged pool
+  // queues them behind its staging buffer).
+  bool PumpGrants() {
+    if (granted_ops_.empty()) return false;
+    for (const auto& [op, generation] : granted_ops_) {
+      if (op->generation != generation || !op->worker_owned || op->finished()) {
+        continue;
+      }
+      if (staging_ != nullptr) {
+        if (!op->in_staging) {
+          op->in_staging = true;
+          staged_queue_.push_back(op);
+        }
+        continue;
+      }
+      while (op->grants_put < op->grants.size() && !op->finished()) {
+        PostGrant(op);
+      }
+    }
+    granted_ops_.clear();
+    return true;
+  }
+
   void StartControl(Op* op) {
     live_ops_.push_back(op);
     op->worker_owned = true;
@@ -1374,6 +2131,10 @@ class UcxEngine final : public KvTransferEngine {
     }
     for (Op* op : staged_queue_) op->in_staging = false;
     staged_queue_.clear();
+    granted_ops_.clear();
+    num_chunks_ = 0;
+    while (!incoming_.empty()) RemoveIncoming(incoming_.back());
+    quarantine_.clear();
     for (MsgSlot* m : pending_acks_) free_msgs_.push_back(m);
     pending_acks_.clear();
     ready_peers_.clear();
@@ -1425,6 +2186,14 @@ class UcxEngine final : public KvTransferEngine {
   char* staging_ = nullptr;
   int64_t staging_blocks_ = 0;
   PoolMemory pool_memory_ = PoolMemory::kHost;
+  // Staged pools: the landing area (after the staging buffer, same
+  // registration) and its free slots (progress thread).
+  char* landing_ = nullptr;
+  int64_t landing_blocks_ = 0;
+  [[maybe_unused]] void* pinned_ = nullptr;  // Staging, if cudaHostRegister'ed.
+  std::vector<uint8_t> slot_free_;
+  int64_t free_slots_ = 0;
+  int64_t slot_cursor_ = 0;
 
   std::thread thread_;
   std::atomic<bool> stop_{false};
@@ -1445,6 +2214,21 @@ class UcxEngine final : public KvTransferEngine {
   std::vector<Op*> live_ops_;
   std::deque<Op*> staged_queue_;
   bool chunk_in_flight_ = false;
+  // Receive-side staging, sender: ops that got grants this pass (+ the
+  // generation they had); scratch for chunk messages.
+  std::vector<std::pair<Op*, uint32_t>> granted_ops_;
+  std::vector<int64_t> chunk_dst_;
+  // Receive-side staging, receiver: transfers in progress (objects reused),
+  // those waiting for slots (round robin), chunk messages of this pass,
+  // revoked slots waiting out their quarantine, the next grant token.
+  std::vector<Incoming*> incoming_;
+  std::vector<std::unique_ptr<Incoming>> incoming_store_;
+  std::vector<Incoming*> free_incoming_;
+  std::deque<Incoming*> want_slots_;
+  std::vector<PendingChunk> chunks_;
+  size_t num_chunks_ = 0;
+  std::vector<std::pair<Clock::time_point, uint32_t>> quarantine_;
+  uint32_t next_token_ = 1;
   std::vector<int> lost_;
   std::vector<MsgSlot*> pending_acks_;
   std::vector<int> ready_peers_;  // May hold duplicates; checked on send.

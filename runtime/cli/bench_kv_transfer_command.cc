@@ -41,6 +41,7 @@ struct KvFlags {
   int warmup = 20;
   int window = 64;
   bool staged = false;
+  bool recv_staged = false;
   int peer_rank = 1;
   std::string tls;
   bool scatter = false;
@@ -57,6 +58,12 @@ comm::KvTransferOptions EngineOptions() {
     o.busy_poll = std::chrono::microseconds(std::atoll(v));
   }
   if (const char* v = std::getenv("TESSERA_KV_NAP_MS")) o.nap_ms = std::atoi(v);
+  if (const char* v = std::getenv("TESSERA_KV_STAGING_BLOCKS")) {
+    o.staging_blocks = std::atoll(v);
+  }
+  if (const char* v = std::getenv("TESSERA_KV_LANDING_BLOCKS")) {
+    o.landing_blocks = std::atoll(v);
+  }
   return o;
 }
 
@@ -69,16 +76,19 @@ std::string HumanBytes(int64_t b) {
 }
 
 // Receiver: registers its pool and acknowledges transfers until "stop".
+// `staged`: through the landing area (receive-side staging).
 int RunReceiver(comm::Store* store, int rank, int64_t block_bytes,
-                int64_t blocks, bool malloc_pool) {
-  auto engine = comm::KvTransferEngine::Create(rank, store, EngineOptions());
+                int64_t blocks, bool malloc_pool, bool staged) {
+  comm::KvTransferOptions options = EngineOptions();
+  options.force_staging = staged;
+  auto engine = comm::KvTransferEngine::Create(rank, store, options);
   if (!engine.ok()) {
     std::fprintf(stderr, "tessera bench kv-transfer: receiver: %s\n",
                  std::string(engine.status().message()).c_str());
     return kExitFailure;
   }
   std::vector<char> user_pool;
-  if (malloc_pool) {
+  if (malloc_pool || staged) {  // Staging needs a caller pool.
     user_pool.resize(static_cast<size_t>(block_bytes * blocks));
     if (!(*engine)->RegisterPool(user_pool.data(), block_bytes, blocks).ok()) {
       return kExitFailure;
@@ -275,7 +285,7 @@ absl::Status RunBench(const KvFlags& f, int* exit_code) {
     if (child == 0) {
       auto store = comm::ConnectStore("127.0.0.1", port, timeout);
       ::_exit(store.ok() ? RunReceiver(store->get(), 1, block_bytes, f.blocks,
-                                       f.malloc_pool)
+                                       f.malloc_pool, f.recv_staged)
                          : kExitFailure);
     }
     ASSIGN_OR_RETURN(auto store,
@@ -292,7 +302,7 @@ absl::Status RunBench(const KvFlags& f, int* exit_code) {
     ASSIGN_OR_RETURN(auto boot, comm::Bootstrap::Join(world, timeout));
     if (world.rank == f.peer_rank) {
       *exit_code = RunReceiver(&boot->store(), world.rank, block_bytes,
-                               f.blocks, f.malloc_pool);
+                               f.blocks, f.malloc_pool, f.recv_staged);
     } else if (world.rank == 0) {
       result = RunSender(&boot->store(), 0, f.peer_rank, block_bytes, f);
     }
@@ -343,13 +353,14 @@ absl::Status RunBench(const KvFlags& f, int* exit_code) {
   std::printf(
       "  %d transfers of %ld blocks x %s, %ld put(s) of %s each, %d "
       "transfers in flight (perftest -O = in-flight puts), UCX_TLS=%s, %s "
-      "pool\n",
+      "pool%s\n",
       r.iters, static_cast<long>(f.blocks), HumanBytes(block_bytes).c_str(),
       static_cast<long>(r.puts), HumanBytes(put_bytes).c_str(), f.window,
       tls.c_str(),
       f.staged        ? "staged (bounce buffer)"
       : f.malloc_pool ? "malloc"
-                      : "UCX-allocated");
+                      : "UCX-allocated",
+      f.recv_staged ? ", staged receiver (landing area)" : "");
   const auto us = [](std::chrono::nanoseconds ns, int64_t n) {
     return n > 0 ? static_cast<double>(ns.count()) / 1e3 / n : 0.0;
   };
@@ -370,6 +381,13 @@ absl::Status RunBench(const KvFlags& f, int* exit_code) {
         "notification: %.1f transfers per completion message (batched while "
         "one is unacknowledged)\n",
         static_cast<double>(r.all.transfers) / r.all.notifications);
+  }
+  if (r.all.grants > 0) {
+    std::printf(
+        "landing grants: %ld (%.1f per transfer; the receiver grants at most "
+        "half its landing area at once)\n",
+        static_cast<long>(r.all.grants),
+        static_cast<double>(r.all.grants) / r.all.transfers);
   }
   if (!perftest_note.empty()) std::printf("%s\n", perftest_note.c_str());
   std::fflush(stdout);
@@ -410,6 +428,9 @@ void AddBenchKvTransferCommand(CLI::App& app, int* exit_code) {
   sub->add_flag("--staged", f->staged,
                 "Send through the staging (bounce) buffer, the path of CUDA "
                 "pools without UCX CUDA support");
+  sub->add_flag("--recv-staged", f->recv_staged,
+                "Receive through the landing area (receive-side staging), the "
+                "path into CUDA pools without UCX CUDA support");
   sub->add_flag("!--no-perftest", f->perftest, "Skip the ucx_perftest run");
   AddCommFlags(sub, &f->comm);
   sub->final_callback([f, exit_code] {

@@ -119,5 +119,20 @@ TEST(CommCommandsTest, BenchKvTransferWindowAndStaged) {
   EXPECT_THAT(r.out, HasSubstr("first transfer to the peer"));
 }
 
+// Receive-side staging (--recv-staged), alone and with a staged sender.
+TEST(CommCommandsTest, BenchKvTransferRecvStaged) {
+  if (!TESSERA_HAVE_UCX) GTEST_SKIP() << "built without UCX";
+  for (const char* extra : {"", " --staged"}) {
+    auto r = RunCommand(TesseraBin() +
+                        " bench kv-transfer --block-bytes 4K --blocks 8 "
+                        "--iters 20 --warmup 2 --window 4 --recv-staged "
+                        "--tls tcp --no-perftest" +
+                        extra);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("staged receiver (landing area)")) << extra;
+    EXPECT_THAT(r.out, HasSubstr("landing grants: ")) << extra;
+  }
+}
+
 }  // namespace
 }  // namespace tessera
