@@ -88,6 +88,7 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
                              "attention_efficiency",
                              "softmax_ns_per_score",
                              "token_overhead_us",
+                             "step_overhead_us",
                              "cached_bandwidth_gain"}));
   DeviceProfile p = base ? *base : DeviceProfile{};
   const bool req = base == nullptr;
@@ -164,6 +165,10 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
       double tov, GetNumber(j, w, "token_overhead_us", p.token_overhead_s * 1e6,
                             false, false));
   p.token_overhead_s = tov * 1e-6;
+  ASSIGN_OR_RETURN(double sov,
+                   GetNumber(j, w, "step_overhead_us", p.step_overhead_s * 1e6,
+                             false, false));
+  p.step_overhead_s = sov * 1e-6;
   if (j.contains("cached_bandwidth_gain")) {
     const json& g = j["cached_bandwidth_gain"];
     const std::string what = w + " cached_bandwidth_gain";
@@ -337,6 +342,7 @@ std::string DeviceProfileToJson(const DeviceProfile& p) {
          {"inter_node_link", LinkToJson(p.inter_node)}};
   if (p.serial_fraction > 0) j["serial_fraction"] = p.serial_fraction;
   if (p.token_overhead_s > 0) j["token_overhead_us"] = p.token_overhead_s * 1e6;
+  if (p.step_overhead_s > 0) j["step_overhead_us"] = p.step_overhead_s * 1e6;
   if (p.attention_efficiency > 0)
     j["attention_efficiency"] = p.attention_efficiency;
   if (p.softmax_seconds_per_score > 0)

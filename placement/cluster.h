@@ -59,6 +59,10 @@ struct DeviceProfile {
   // set-up, per-sequence attention and sampling bookkeeping); 0 on GPUs,
   // where it hides in the kernels; measured by `tessera calibrate`.
   double token_overhead_s = 0;
+  // Fixed cost of one forward step on a rank outside its layers (embedding
+  // gather, final norm, sampling set-up, the runner's own bookkeeping); 0 on
+  // GPUs (hidden behind kernels); measured by `tessera calibrate`.
+  double step_overhead_s = 0;
   // Streaming speed-up when one forward step's working set (the weight and
   // KV bytes a rank reads per step) stays in the caches from one step to the
   // next: (working-set bytes, bandwidth multiplier >= 1) points, increasing

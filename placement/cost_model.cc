@@ -345,7 +345,8 @@ double InstanceModel::StageTime(int s, const BatchShape& b) const {
   const int tp = layout_.tp;
   const LayerCost lc = c.Layer(b, layout_, skew_);
   const double ar = RingAllReduceTime(lc.allreduce_bytes, tp, tp_link_[s], eff);
-  double t = stages_[s].size() * (c.LayerComputeTime(lc) + 2 * ar);
+  double t = stages_[s].size() * (c.LayerComputeTime(lc) + 2 * ar) +
+             c.device().step_overhead_s;
   if (s == 0) {
     t += c.OpTime(c.Embedding(b, layout_)) + ar;
   }

@@ -165,13 +165,13 @@ std::pair<double, double> MeasureCopyLink(double seconds) {
 // A model so small that its weights and KV stay in cache: its step time is
 // almost all fixed costs (norms, rotary, attention set-up, thread hand-offs,
 // sampling), which calibration splits into per-layer and per-token parts.
-absl::StatusOr<Model> TinyModel() {
+absl::StatusOr<Model> TinyModel(int64_t layers) {
   ModelConfig c;
   c.architecture = "llama";
   c.vocab_size = 256;
   c.hidden_size = 64;
   c.intermediate_size = 128;
-  c.num_hidden_layers = 8;
+  c.num_hidden_layers = layers;
   c.num_attention_heads = 4;
   c.num_key_value_heads = 2;
   c.head_dim = 16;
@@ -222,36 +222,45 @@ absl::StatusOr<double> TimeTinyDecode(const Model& model, int threads,
   return t;
 }
 
-// Sets p.layer_overhead_s and p.token_overhead_s from the tiny model's decode
-// steps at batch 1 and 16: what the cost model (with no overheads) does not
-// explain, per layer, split into a constant and a per-token part.
+// Sets p's step, layer and token overheads from decode steps of the tiny
+// model at 2 and 8 layers (batch 1) and 8 layers at batch 16: what the cost
+// model (with no overheads) does not explain, split into a per-step constant,
+// a per-layer constant and a per-token-per-layer part.
 absl::Status FitOverheads(int threads, double seconds,
                           placement::DeviceProfile* p) {
-  ASSIGN_OR_RETURN(Model tiny, TinyModel());
-  constexpr int64_t kBatch = 16;
+  constexpr int64_t kFewLayers = 2, kLayers = 8, kBatch = 16;
+  ASSIGN_OR_RETURN(Model few, TinyModel(kFewLayers));
+  ASSIGN_OR_RETURN(Model tiny, TinyModel(kLayers));
+  ASSIGN_OR_RETURN(double t_few, TimeTinyDecode(few, threads, 1, seconds));
   ASSIGN_OR_RETURN(double t1, TimeTinyDecode(tiny, threads, 1, seconds));
   ASSIGN_OR_RETURN(double tb, TimeTinyDecode(tiny, threads, kBatch, seconds));
   p->layer_overhead_s = 0;
   p->token_overhead_s = 0;
-  const placement::CostModel cost(ModelSpecFor(tiny, DType::kF32), *p);
+  p->step_overhead_s = 0;
   placement::ClusterSpec cluster;
   cluster.hosts = {"localhost"};
   cluster.devices_per_node = 1;
   cluster.device = *p;
-  const placement::InstanceModel instance(
-      cost, cluster, placement::Layout{}, 0,
-      placement::InstanceModel::Role::kBoth);
-  const double layers = static_cast<double>(tiny.config.num_hidden_layers);
-  const double r1 =
-      std::max(0.0, t1 - instance.Iteration(
-                             placement::BatchShape::Decode(1, kTinyContext))) /
-      layers;
-  const double rb =
-      std::max(0.0, tb - instance.Iteration(placement::BatchShape::Decode(
-                             kBatch, kTinyContext))) /
-      layers;
-  p->token_overhead_s = std::max(0.0, (rb - r1) / (kBatch - 1));
-  p->layer_overhead_s = std::max(0.0, r1 - p->token_overhead_s);
+  // Time the cost model does not explain, for `model` at `batch`.
+  auto residual = [&](const Model& model, int64_t batch, double measured) {
+    const placement::CostModel cost(ModelSpecFor(model, DType::kF32), *p);
+    const placement::InstanceModel instance(
+        cost, cluster, placement::Layout{}, 0,
+        placement::InstanceModel::Role::kBoth);
+    return std::max(0.0,
+                    measured - instance.Iteration(placement::BatchShape::Decode(
+                                   batch, kTinyContext)));
+  };
+  const double r_few = residual(few, 1, t_few);
+  const double r1 = residual(tiny, 1, t1);
+  const double rb = residual(tiny, kBatch, tb);
+  const double per_layer =
+      std::max(0.0, (r1 - r_few) / static_cast<double>(kLayers - kFewLayers));
+  p->token_overhead_s =
+      std::max(0.0, (rb - r1) / static_cast<double>((kBatch - 1) * kLayers));
+  p->layer_overhead_s = std::max(0.0, per_layer - p->token_overhead_s);
+  p->step_overhead_s =
+      std::max(0.0, r1 - static_cast<double>(kLayers) * per_layer);
   return absl::OkStatus();
 }
 
@@ -476,14 +485,15 @@ absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
       "GFLOP/s; bf16 peak {:.1f} GFLOP/s; GEMM {}x{}x{} efficiency {}; GEMV "
       "{} MB efficiency {}{}; {}; {}; overhead {:.1f} us per layer + {:.2f} "
       "us "
-      "per token; memcpy {:.1f} "
+      "per token + {:.1f} us per step; memcpy {:.1f} "
       "GB/s, "
       "thread hand-off {:.2f} us; inter-node link assumed (10 GbE)",
       threads, p.memory_bandwidth_bytes_per_s / 1e9, peaks.read_gbs,
       peaks.f32_gflops, peaks.bf16_gflops, kGemmRows, kGemmDim, kGemmDim,
       gemm_note, gemv_set_bytes >> 20, gemv_note, cache_note, overlap_note,
       attention_note, p.layer_overhead_s * 1e6, p.token_overhead_s * 1e6,
-      p.intra_node.bandwidth_bytes_per_s / 1e9, p.intra_node.latency_s * 1e6);
+      p.step_overhead_s * 1e6, p.intra_node.bandwidth_bytes_per_s / 1e9,
+      p.intra_node.latency_s * 1e6);
   RETURN_IF_ERROR(placement::ValidateDeviceProfile(p));
   return p;
 }

@@ -71,8 +71,10 @@ TEST(ClusterTest, CachedBandwidthGainInterpolatesInLogBytes) {
       "memory_bandwidth_gb_per_s": 20, "peak_tflops": {"fp32": 0.1},
       "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
       "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50},
+      "step_overhead_us": 12.5,
       "cached_bandwidth_gain": [[2, 3], [8, 2], [32, 1]]})");
   ASSERT_TRUE(p.ok()) << Message(p.status());
+  EXPECT_DOUBLE_EQ(p->step_overhead_s, 12.5e-6);
   EXPECT_DOUBLE_EQ(p->BandwidthGain(1e6), 3.0);
   EXPECT_DOUBLE_EQ(p->BandwidthGain(2e6), 3.0);
   EXPECT_NEAR(p->BandwidthGain(4e6), 2.5, 1e-12);
@@ -82,6 +84,7 @@ TEST(ClusterTest, CachedBandwidthGainInterpolatesInLogBytes) {
   auto again = ParseDeviceProfile(DeviceProfileToJson(*p));
   ASSERT_TRUE(again.ok()) << Message(again.status());
   EXPECT_EQ(again->cached_bandwidth_gain.size(), 3u);
+  EXPECT_DOUBLE_EQ(again->step_overhead_s, 12.5e-6);
   EXPECT_NEAR(again->BandwidthGain(4e6), 2.5, 1e-12);
   // Built-in GPU profiles have no curve: no effect at any size.
   EXPECT_DOUBLE_EQ(FindBuiltinProfile("H100-SXM")->BandwidthGain(1e6), 1.0);

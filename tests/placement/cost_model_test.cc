@@ -68,6 +68,28 @@ TEST(CostModelTest, CachedBandwidthGainAppliesToSmallWorkingSetsOnly) {
   EXPECT_NEAR(huge.OpTime(c.ffn), plain.OpTime(p.ffn) / 4, 1e-12);
 }
 
+// The per-step overhead is paid once per stage per step, not per layer.
+TEST(CostModelTest, StepOverheadIsPaidOncePerStage) {
+  DeviceProfile d = H100();
+  const ModelSpec m = Load("llama-2-7b");
+  ClusterSpec cluster;
+  cluster.hosts = {"a"};
+  cluster.devices_per_node = 8;
+  cluster.device = d;
+  CostModel plain(m, d);
+  d.step_overhead_s = 1e-3;
+  cluster.device = d;
+  CostModel with(m, d);
+  const BatchShape b = BatchShape::Decode(4, 512);
+  for (int pp : {1, 2}) {
+    const Layout l{1, pp, 1};
+    InstanceModel a(plain, cluster, l, 0, InstanceModel::Role::kBoth);
+    InstanceModel c(with, cluster, l, 0, InstanceModel::Role::kBoth,
+                    a.stages());
+    EXPECT_NEAR(c.StepLatency(b) - a.StepLatency(b), pp * 1e-3, 1e-12);
+  }
+}
+
 // Prefill of 4 tokens: causal pairs 1+2+3+4 = 10 → 4·32·128·10 FLOPs.
 TEST(CostModelTest, PrefillAttentionIsCausal) {
   CostModel cm(Load("llama-2-7b"), H100());
