@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <fstream>
+#include <string>
 #include <string_view>
 
 #if defined(__x86_64__)
@@ -86,12 +88,37 @@ const CpuFeatures& GetCpuFeatures() {
   return features;
 }
 
+namespace {
+
+// The largest data/unified cache sysfs lists for cpu0 ("32768K", "2M"), or 0.
+int64_t SysfsLargestCache() {
+  int64_t best = 0;
+  for (int i = 0; i < 16; ++i) {
+    const std::string dir =
+        "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    std::ifstream type(dir + "type"), size(dir + "size");
+    std::string t, v;
+    if (!(type >> t) || !(size >> v) || t == "Instruction") continue;
+    char* end = nullptr;
+    int64_t n = std::strtoll(v.c_str(), &end, 10);
+    if (end != nullptr && (*end == 'K' || *end == 'k')) n <<= 10;
+    if (end != nullptr && (*end == 'M' || *end == 'm')) n <<= 20;
+    best = std::max(best, n);
+  }
+  return best;
+}
+
+}  // namespace
+
 int64_t LastLevelCacheBytes() {
   static const int64_t bytes = [] {
-    int64_t best = 0;
-    for (int name : {_SC_LEVEL3_CACHE_SIZE, _SC_LEVEL2_CACHE_SIZE}) {
-      const long v = sysconf(name);
-      if (v > best) best = v;
+    // sysfs first: glibc's sysconf decodes CPUID, which some hypervisors
+    // fill with the host's figures (320 MiB reported on a 32 MiB guest).
+    int64_t best = SysfsLargestCache();
+    if (best <= 0) {
+      for (int name : {_SC_LEVEL3_CACHE_SIZE, _SC_LEVEL2_CACHE_SIZE}) {
+        best = std::max<int64_t>(best, sysconf(name));
+      }
     }
     return best > 0 ? best : int64_t{32} << 20;
   }();

@@ -16,3 +16,16 @@ TEST(CpuFeaturesTest, ConsistentImplications) {
 
 }  // namespace
 }  // namespace tessera::kernels
+
+namespace tessera::kernels {
+namespace {
+
+TEST(CpuFeaturesTest, MemoryProbesReachPastTheLastLevelCache) {
+  const int64_t llc = LastLevelCacheBytes();
+  EXPECT_GE(llc, int64_t{64} << 10) << "no machine has a smaller last cache";
+  EXPECT_GE(MemoryProbeBytes(1), 4 * llc);
+  EXPECT_EQ(MemoryProbeBytes(int64_t{1} << 40), int64_t{1} << 40);
+}
+
+}  // namespace
+}  // namespace tessera::kernels
