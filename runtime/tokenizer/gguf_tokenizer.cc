@@ -130,7 +130,8 @@ absl::Status AddUgmModel(const GgufFile& gguf,
     min_score = any ? std::min(min_score, spec->scores[i]) : spec->scores[i];
     any = true;
   }
-  spec->unk_score = static_cast<double>(min_score) - 10.0;
+  spec->unk_score = static_cast<double>(min_score - 10.0f);
+  spec->unigram_float_sums = true;
   spec->bos_id = -1;
   spec->append_eos_id = 1;
   spec->add_bos = false;

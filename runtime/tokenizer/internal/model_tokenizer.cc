@@ -575,6 +575,11 @@ void ModelTokenizer::UnigramWord(std::string_view word,
     int32_t id;  // -1: an unknown character.
   };
   std::vector<Best> best(n + 1, Best{kNone, 0, -1});
+  // llama.cpp compares the double sum with the stored float best.
+  auto round = [this](double x) {
+    return spec_.unigram_float_sums ? static_cast<double>(static_cast<float>(x))
+                                    : x;
+  };
   best[0].score = 0.0;
   size_t pos = 0;
   while (pos < n) {
@@ -600,13 +605,13 @@ void ModelTokenizer::UnigramWord(std::string_view word,
                                        ? 0.0
                                        : static_cast<double>(spec_.scores[id]));
       if (score > best[end].score) {
-        best[end] = {score, static_cast<uint32_t>(pos), id};
+        best[end] = {round(score), static_cast<uint32_t>(pos), id};
       }
     }
     if (!whole_char) {
       const double score = base + spec_.unk_score;
       if (score > best[pos + char_len].score) {
-        best[pos + char_len] = {score, static_cast<uint32_t>(pos), -1};
+        best[pos + char_len] = {round(score), static_cast<uint32_t>(pos), -1};
       }
     }
     pos += char_len;

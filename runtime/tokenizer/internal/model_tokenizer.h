@@ -70,6 +70,9 @@ struct ModelTokenizerSpec {
   // unused tokens (llama.cpp).
   double unk_score = -10.0;
   int32_t unigram_model_pieces = -1;
+  // kUnigram: keep path scores as float (llama.cpp, SentencePiece) rather
+  // than double (Hugging Face); near-ties between paths depend on it.
+  bool unigram_float_sums = false;
 
   // Decoding.
   bool byte_level = false;           // Token text is GPT-2 byte-level encoded.
