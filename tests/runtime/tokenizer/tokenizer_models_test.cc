@@ -466,6 +466,46 @@ TEST(GgufUnigramTest, FollowsLlamaCppUgm) {
   EXPECT_THAT(Enc(**plain, "A"), ElementsAre(3, 2));
 }
 
+// Scores whose two segmentations of "xaaaa" tie exactly in double
+// arithmetic but not with float path sums (found by search):
+//   x a aaa: (X + A1) + A3 and x aaa a: (X + A3) + A1.
+constexpr float kX = -1.5386019945144653f;
+constexpr float kA1 = -16.87953758239746f;
+constexpr float kA3 = -9.222574234008789f;
+
+TEST(GgufUnigramTest, PathScoresAreFloatAsInLlamaCpp) {
+  const std::vector<std::string> tokens = {"<pad>", "</s>", "<unk>",
+                                           "x",     "a",    "aaa"};
+  GgufWriter w;
+  w.SetKv("tokenizer.ggml.model", GgufValue::String("t5"));
+  w.SetKv("tokenizer.ggml.tokens", GgufValue::StringArray(tokens));
+  w.SetKv("tokenizer.ggml.scores",
+          GgufValue::Float32Array(std::vector<float>{0, 0, 0, kX, kA1, kA3}));
+  w.SetKv("tokenizer.ggml.token_type",
+          GgufValue::IntArray(GgufType::kInt32, {3, 3, 2, 1, 1, 1}));
+  const std::string path = testing::MakeTempDir() + "/tie.gguf";
+  ASSERT_TRUE(w.Write(path).ok());
+  auto t = LoadTokenizer(path);
+  ASSERT_TRUE(t.ok()) << t.status();
+  // llama.cpp: the best sum to each position is stored as float, so the
+  // path through "aaa" first comes out ahead by one float ulp.
+  EXPECT_THAT(Enc(**t, "xaaaa"), ElementsAre(3, 5, 4));
+  // Hugging Face sums in double: an exact tie, and the first path found
+  // (ending "a" + "aaa") stays.
+  json j;
+  j["model"] = {{"type", "Unigram"},
+                {"unk_id", 2},
+                {"vocab", UnigramVocab({{"<pad>", 0.0},
+                                        {"</s>", 0.0},
+                                        {"<unk>", 0.0},
+                                        {"x", kX},
+                                        {"a", kA1},
+                                        {"aaa", kA3}})}};
+  auto hf = FromJson(j);
+  ASSERT_NE(hf, nullptr);
+  EXPECT_THAT(Enc(*hf, "xaaaa"), ElementsAre(3, 4, 5));
+}
+
 TEST(HfJsonModelsTest, UnsupportedPiecesAreNamed) {
   json j = BertJson();
   j["normalizer"] = {{"type", "Precompiled"}, {"precompiled_charsmap", "@@"}};
