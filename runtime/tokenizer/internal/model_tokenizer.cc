@@ -404,14 +404,17 @@ absl::StatusOr<std::vector<int32_t>> ModelTokenizer::Encode(
 void ModelTokenizer::EmitUnknown(std::string_view bytes,
                                  std::vector<int32_t>* out) const {
   if (spec_.byte_fallback) {
-    for (const char c : bytes) {
-      const int32_t id = byte_ids_[static_cast<uint8_t>(c)];
-      if (id >= 0) {
-        out->push_back(id);
-      } else if (spec_.unk_id >= 0) {
-        out->push_back(spec_.unk_id);
-      }
+    // Hugging Face (BPE and Unigram): byte pieces only if every byte has
+    // one, else the unknown token.
+    bool all = true;
+    for (const char c : bytes)
+      all = all && byte_ids_[static_cast<uint8_t>(c)] >= 0;
+    if (all) {
+      for (const char c : bytes)
+        out->push_back(byte_ids_[static_cast<uint8_t>(c)]);
+      return;
     }
+    if (spec_.unk_id >= 0) out->push_back(spec_.unk_id);
     return;
   }
   if (spec_.unk_id >= 0) {

@@ -361,6 +361,8 @@ TEST(UnigramTest, ByteFallbackForUnknownRuns) {
   // so it is <unk>.
   EXPECT_THAT(Enc(*t, "axb"), ElementsAre(1, 6, 2));
   EXPECT_THAT(Enc(*t, "ay"), ElementsAre(1, 0));
+  // The fused run "xy" falls back only if every byte has a piece: one <unk>.
+  EXPECT_THAT(Enc(*t, "axyb"), ElementsAre(1, 0, 2));
 }
 
 TEST(UnigramTest, MetaspaceT5Style) {
