@@ -70,6 +70,11 @@ void AppendCodePoint(UChar32 c, std::string* out) {
 }
 
 absl::Status ToUtf16(std::string_view utf8, std::vector<UChar>* out) {
+  // ICU lengths are int32_t; NFKC can expand a character up to 18 times.
+  if (utf8.size() > (1u << 26)) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} bytes of text is too long to normalize", utf8.size()));
+  }
   UErrorCode err = U_ZERO_ERROR;
   int32_t len = 0;
   out->resize(utf8.size() + 1);
@@ -297,6 +302,10 @@ class GraphemeIterator {
   // starting with 0 and ending with run.size()).
   absl::Status Boundaries(std::string_view run, std::vector<size_t>* out) {
     if (brk_ == nullptr) return absl::InternalError("ICU ubrk_open failed");
+    if (run.size() > (1u << 26)) {  // Boundaries are int32_t.
+      return absl::InvalidArgumentError(
+          fmt::format("{} bytes of text is too long to segment", run.size()));
+    }
     UErrorCode err = U_ZERO_ERROR;
     UText* ut = utext_openUTF8(nullptr, run.data(),
                                static_cast<int64_t>(run.size()), &err);

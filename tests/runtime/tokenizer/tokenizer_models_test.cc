@@ -254,6 +254,26 @@ TEST(WordPieceTest, DecoderJoinsPiecesAndCleansUp) {
   EXPECT_EQ(streamed, "unaffable, world");
 }
 
+TEST(WordPieceTest, NormalizersSpareAddedTokens) {
+  json j = BertJson();
+  j["model"]["vocab"]["fi"] = 14;
+  j["added_tokens"].push_back(
+      {{"id", 15}, {"content", "[TOOL]"}, {"special", false}});
+  j["normalizer"] = {
+      {"type", "Sequence"},
+      {"normalizers",
+       {{{"type", "NFKC"}},
+        {{"type", "Lowercase"}},
+        {{"type", "Strip"}, {"strip_left", true}, {"strip_right", true}}}}};
+  auto t = FromJson(j);
+  ASSERT_NE(t, nullptr);
+  // NFKC turns U+FB01 into "fi"; lowercase makes "HELLO" "hello"; the added
+  // token "[TOOL]" is cut out first, so neither lowercase nor the
+  // punctuation split touch it.
+  EXPECT_THAT(Enc(*t, "  \xEF\xAC\x81 HELLO[TOOL]hello "),
+              ElementsAre(14, 6, 15, 6));
+}
+
 // --- WordPiece from GGUF `bert` (llama.cpp WPM) ---------------------------
 
 std::string WriteBertGguf() {
