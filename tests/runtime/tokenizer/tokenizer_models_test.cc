@@ -3,6 +3,7 @@
 // algorithm (see the comment at each check).
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -432,6 +433,31 @@ TEST(UnigramTest, MetaspaceT5Style) {
   // The charsmap maps "A" to "a"; "▁a" -> "▁" (-2) + <unk> for "a".
   EXPECT_THAT(Enc(*t, "A"), ElementsAre(3, 2));
   EXPECT_EQ(Dec(*t, {4, 6, 7, 1}, true), "hello world");
+}
+
+TEST(UnigramTest, ConcurrentEncodesAgree) {
+  // The Precompiled normalizer keeps a grapheme iterator per thread; the
+  // tokenizer itself is shared and const.
+  json j = UnigramJson();
+  j["normalizer"] = {
+      {"type", "Precompiled"},
+      {"precompiled_charsmap", absl::Base64Escape(TinyCharsmap())}};
+  auto t = FromJson(j);
+  ASSERT_NE(t, nullptr);
+  const std::string text = "ABabc e\xCC\x81 axyb A\xCC\x81 abcab";
+  const std::vector<int32_t> expected = Enc(*t, text);
+  std::vector<std::vector<int32_t>> got(4);
+  std::vector<std::thread> threads;
+  for (size_t k = 0; k < got.size(); ++k) {
+    threads.emplace_back([&, k] {
+      for (int rep = 0; rep < 200; ++rep) {
+        auto ids = t->Encode(text, false, false);
+        if (ids.ok()) got[k] = *ids;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (const auto& ids : got) EXPECT_EQ(ids, expected);
 }
 
 // --- Unigram from GGUF `t5` (llama.cpp UGM) ---------------------------------
