@@ -12,6 +12,7 @@ packages=(
   nlohmann-json3-dev     # JSON (plans, configs, HTTP bodies)
   libcpp-httplib-dev     # HTTP server and client
   libpcre2-dev           # tokenizer pre-tokenizer regexes (Unicode classes, lookahead)
+  libicu-dev             # tokenizer Unicode normalizers (NFC/NFKC...), case mapping
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin   # MPI collectives backend, mpirun
   libucx-dev ucx-utils         # KV-cache transfer engine, ucx_perftest

@@ -2,8 +2,9 @@
 //
 // Implementations: byte-level BPE (GPT-2, Llama 3, Qwen2...; from
 // tokenizer.json or GGUF `gpt2`), SentencePiece BPE with byte fallback (Llama
-// 2, Mistral; GGUF `llama`), llama2.c tokenizer.bin, and the built-in demo
-// model's byte tokenizer.
+// 2, Mistral; GGUF `llama`), WordPiece (BERT; tokenizer.json or GGUF `bert`),
+// Unigram (T5, XLM-R; tokenizer.json or GGUF `t5`), llama2.c tokenizer.bin,
+// and the built-in demo model's byte tokenizer.
 #pragma once
 
 #include <cstdint>
@@ -56,7 +57,7 @@ class Tokenizer {
   // The id whose vocabulary string is exactly `text`, or -1.
   virtual int32_t TokenId(std::string_view text) const = 0;
   // "byte", "bpe" (byte-level), "bpe-sp" (BPE on SentencePiece pieces from
-  // tokenizer.json), "spm" or "llama2c".
+  // tokenizer.json), "spm", "wordpiece", "unigram" or "llama2c".
   virtual std::string_view kind() const = 0;
   // The chat template from the model's metadata (Jinja source), or empty.
   virtual const std::string& chat_template() const = 0;
@@ -87,7 +88,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerFromHfJson(
     std::string_view tokenizer_json, std::string_view tokenizer_config_json,
     std::string_view generation_config_json, const std::string& name);
 
-// From the `tokenizer.*` metadata of a GGUF file (model `gpt2` or `llama`).
+// From the `tokenizer.*` metadata of a GGUF file (model `gpt2`, `llama`,
+// `bert` or `t5`).
 absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerFromGguf(
     const GgufFile& gguf);
 

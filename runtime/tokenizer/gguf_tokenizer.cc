@@ -57,6 +57,88 @@ absl::Status AddBpeModel(const GgufFile& gguf,
   return absl::OkStatus();
 }
 
+// GGUF `bert` (llama.cpp's WPM): the converter stored word-initial pieces as
+// "▁x" and continuation pieces ("##x") as "x"; text is folded (NFD's first
+// code point, lowercase, controls dropped) and split on whitespace,
+// punctuation and CJK ideographs before greedy longest-match.
+absl::Status AddWpmModel(const GgufFile& gguf,
+                         tokenizer_internal::ModelTokenizerSpec* spec) {
+  spec->kind = "wordpiece";
+  spec->algorithm = tokenizer_internal::Algorithm::kWordPiece;
+  tokenizer_internal::NormalizeStep fold;
+  fold.kind = tokenizer_internal::NormalizeStep::Kind::kWpmFold;
+  spec->normalizer.push_back(std::move(fold));
+  auto steps = tokenizer_internal::WpmPreTokenizerSteps();
+  if (!steps.ok()) return Annotate(steps.status(), gguf.path());
+  spec->pre_tokenizer = *std::move(steps);
+  spec->word_prefix = "\xE2\x96\x81";
+  spec->continuing_prefix.clear();
+  spec->max_input_chars_per_word = 0;
+  spec->metaspace = true;
+  spec->strip_leading_space = true;
+  spec->decode_cleanup = true;  // llama.cpp's clean_spaces.
+  spec->bos_id = 101;           // [CLS]
+  spec->append_eos_id = -1;     // Set from the separator below.
+  return absl::OkStatus();
+}
+
+// GGUF `t5` (llama.cpp's UGM): the precompiled charsmap (longest prefix),
+// SentencePiece's whitespace rules, then Viterbi over the whole text.
+absl::Status AddUgmModel(const GgufFile& gguf,
+                         tokenizer_internal::ModelTokenizerSpec* spec) {
+  using tokenizer_internal::NormalizeStep;
+  spec->kind = "unigram";
+  spec->algorithm = tokenizer_internal::Algorithm::kUnigram;
+  NormalizeStep charsmap;
+  charsmap.kind = NormalizeStep::Kind::kSpmCharsmap;
+  if (const GgufValue* v = gguf.Find("tokenizer.ggml.precompiled_charsmap")) {
+    if (!v->is_array() || (v->array_type() != GgufType::kUint8 &&
+                           v->array_type() != GgufType::kInt8)) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: tokenizer.ggml.precompiled_charsmap is not a byte array",
+          gguf.path()));
+    }
+    std::string blob;
+    blob.reserve(v->ints().size());
+    for (const int64_t b : v->ints()) blob.push_back(static_cast<char>(b));
+    if (!blob.empty()) {
+      auto map = tokenizer_internal::PrecompiledCharsmap::Parse(blob);
+      if (!map.ok()) return Annotate(map.status(), gguf.path());
+      charsmap.charsmap = *std::move(map);
+    }
+  }
+  spec->normalizer.push_back(std::move(charsmap));
+  NormalizeStep ws;
+  ws.kind = NormalizeStep::Kind::kSpmWhitespace;
+  // llama.cpp's defaults when the keys are absent: no dummy prefix, spaces
+  // kept as they are.
+  ASSIGN_OR_RETURN(ws.add_dummy_prefix,
+                   gguf.GetBoolOr("tokenizer.ggml.add_space_prefix", false));
+  ASSIGN_OR_RETURN(
+      ws.remove_extra_whitespaces,
+      gguf.GetBoolOr("tokenizer.ggml.remove_extra_whitespaces", false));
+  spec->strip_leading_space = ws.add_dummy_prefix;
+  spec->normalizer.push_back(std::move(ws));
+  spec->metaspace = true;
+  // An uncovered character scores the lowest normal piece's score minus 10.
+  float min_score = 0.0f;
+  bool any = false;
+  for (size_t i = 0; i < spec->tokens.size(); ++i) {
+    const bool normal =
+        spec->types.empty() || spec->types[i] == TokenType::kNormal;
+    if (!normal || i >= spec->scores.size()) continue;
+    min_score = any ? std::min(min_score, spec->scores[i]) : spec->scores[i];
+    any = true;
+  }
+  spec->unk_score = static_cast<double>(min_score - 10.0f);
+  spec->unigram_float_sums = true;
+  spec->bos_id = -1;
+  spec->append_eos_id = 1;
+  spec->add_bos = false;
+  spec->add_eos = true;
+  return absl::OkStatus();
+}
+
 // Reads an optional token id key; an id outside the vocabulary keeps the
 // default (llama.cpp warns and does the same).
 absl::StatusOr<int32_t> OptionalId(const GgufFile& gguf, std::string_view key,
@@ -106,10 +188,16 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromGguf(const GgufFile& gguf) {
     spec.bos_id = 1;
     spec.append_eos_id = 2;
     unk_default = 0;
+  } else if (model == "bert") {
+    RETURN_IF_ERROR(AddWpmModel(gguf, &spec));
+    unk_default = 100;
+  } else if (model == "t5") {
+    RETURN_IF_ERROR(AddUgmModel(gguf, &spec));
+    unk_default = 2;
   } else {
     return absl::UnimplementedError(
         fmt::format("{}: tokenizer.ggml.model '{}' is not supported (gpt2, "
-                    "llama)",
+                    "llama, bert, t5)",
                     gguf.path(), model));
   }
   ASSIGN_OR_RETURN(spec.bos_id, OptionalId(gguf, "tokenizer.ggml.bos_token_id",
@@ -122,8 +210,17 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromGguf(const GgufFile& gguf) {
       OptionalId(gguf, "tokenizer.ggml.unknown_token_id", unk_default, n));
   ASSIGN_OR_RETURN(spec.add_bos, gguf.GetBoolOr("tokenizer.ggml.add_bos_token",
                                                 spec.add_bos));
-  ASSIGN_OR_RETURN(spec.add_eos,
-                   gguf.GetBoolOr("tokenizer.ggml.add_eos_token", false));
+  ASSIGN_OR_RETURN(spec.add_eos, gguf.GetBoolOr("tokenizer.ggml.add_eos_token",
+                                                spec.add_eos));
+  if (model == "bert") {
+    // llama.cpp's WPM wraps the text in [CLS] ... [SEP] whenever special
+    // tokens are added, whatever add_bos/add_eos say.
+    ASSIGN_OR_RETURN(
+        spec.append_eos_id,
+        OptionalId(gguf, "tokenizer.ggml.seperator_token_id", 102, n));
+    spec.add_bos = true;
+    spec.add_eos = true;
+  }
   // Stop tokens: EOS, EOT, EOM, and (as llama.cpp does) end-of-turn markers
   // found by their text.
   auto add_eos = [&](int32_t id) {

@@ -3,7 +3,9 @@
 // SentencePiece "▁" pieces with byte fallback), the common normalizers,
 // pre-tokenizers, post-processors and decoders.
 #include <algorithm>
+#include <limits>
 
+#include "absl/strings/escaping.h"
 #include "base/status.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
@@ -92,27 +94,84 @@ SplitBehavior BehaviorOf(const json& j, SplitBehavior dflt) {
        fmt::format("unknown split behavior '{}'", b));
 }
 
+NormalizeStep Step(NormalizeStep::Kind kind) {
+  NormalizeStep step;
+  step.kind = kind;
+  return step;
+}
+
+// An optional boolean field; null counts as absent.
+bool BoolOr(const json& j, const char* key, bool dflt) {
+  if (!j.contains(key) || j.at(key).is_null()) return dflt;
+  return j.at(key).get<bool>();
+}
+
 void AddNormalizer(const json& j, ModelTokenizerSpec* spec, int depth = 0) {
   if (j.is_null()) return;
   CheckDepth(depth);
   const std::string type = TypeOf(j);
+  using Kind = NormalizeStep::Kind;
   if (type == "Sequence") {
     for (const json& n : j.at("normalizers")) AddNormalizer(n, spec, depth + 1);
   } else if (type == "Prepend") {
-    spec->normalizer.push_back({NormalizeStep::Kind::kPrepend,
-                                j.at("prepend").get<std::string>(), ""});
+    NormalizeStep step = Step(Kind::kPrepend);
+    step.a = j.at("prepend").get<std::string>();
+    spec->normalizer.push_back(std::move(step));
   } else if (type == "Replace") {
     const json& p = j.at("pattern");
-    if (!p.contains("String")) {
-      Fail(absl::StatusCode::kUnimplemented,
-           "normalizer Replace with a regex pattern is not supported");
+    NormalizeStep step = Step(Kind::kReplace);
+    step.b = j.at("content").get<std::string>();
+    if (p.contains("String")) {
+      step.a = p.at("String").get<std::string>();
+    } else {
+      step.kind = Kind::kReplaceRegex;
+      auto regex =
+          tokenizer_internal::Regex::Compile(p.at("Regex").get<std::string>());
+      if (!regex.ok()) throw HfError{regex.status()};
+      step.regex = *std::move(regex);
     }
-    spec->normalizer.push_back({NormalizeStep::Kind::kReplace,
-                                p.at("String").get<std::string>(),
-                                j.at("content").get<std::string>()});
+    spec->normalizer.push_back(std::move(step));
   } else if (type == "NFC") {
-    // Text is taken as already NFC (true of nearly all input); tessera has no
-    // Unicode normalization tables. Documented in runtime/README.md.
+    spec->normalizer.push_back(Step(Kind::kNfc));
+  } else if (type == "NFD") {
+    spec->normalizer.push_back(Step(Kind::kNfd));
+  } else if (type == "NFKC") {
+    spec->normalizer.push_back(Step(Kind::kNfkc));
+  } else if (type == "NFKD") {
+    spec->normalizer.push_back(Step(Kind::kNfkd));
+  } else if (type == "Lowercase") {
+    spec->normalizer.push_back(Step(Kind::kLowercase));
+  } else if (type == "StripAccents") {
+    spec->normalizer.push_back(Step(Kind::kStripAccents));
+  } else if (type == "BertNormalizer") {
+    NormalizeStep step = Step(Kind::kBert);
+    step.clean_text = BoolOr(j, "clean_text", true);
+    step.handle_chinese_chars = BoolOr(j, "handle_chinese_chars", true);
+    step.lowercase = BoolOr(j, "lowercase", true);
+    // strip_accents: null means "as lowercase".
+    step.strip_accents = BoolOr(j, "strip_accents", step.lowercase);
+    spec->normalizer.push_back(std::move(step));
+  } else if (type == "Strip") {
+    NormalizeStep step = Step(Kind::kStrip);
+    step.left = BoolOr(j, "strip_left", true);
+    step.right = BoolOr(j, "strip_right", true);
+    spec->normalizer.push_back(std::move(step));
+  } else if (type == "Precompiled") {
+    const json& map = j.at("precompiled_charsmap");
+    if (map.is_null()) return;  // No map: the identity.
+    const std::string b64 = map.get<std::string>();
+    std::string blob;
+    if (!absl::Base64Unescape(absl::string_view(b64.data(), b64.size()),
+                              &blob)) {
+      Fail(absl::StatusCode::kInvalidArgument,
+           "precompiled_charsmap is not valid base64");
+    }
+    if (blob.empty()) return;
+    auto charsmap = tokenizer_internal::PrecompiledCharsmap::Parse(blob);
+    if (!charsmap.ok()) throw HfError{charsmap.status()};
+    NormalizeStep step = Step(Kind::kPrecompiled);
+    step.charsmap = *std::move(charsmap);
+    spec->normalizer.push_back(std::move(step));
   } else {
     Fail(absl::StatusCode::kUnimplemented,
          fmt::format("normalizer '{}' is not supported", type));
@@ -168,6 +227,10 @@ void AddPreTokenizer(const json& j, ModelTokenizerSpec* spec, int depth = 0) {
         MakeSplit("\\w+|[^\\w\\s]+", SplitBehavior::kRemoved, true));
   } else if (type == "WhitespaceSplit") {
     steps.push_back(MakeSplit("\\s+", SplitBehavior::kRemoved, false));
+  } else if (type == "BertPreTokenizer") {
+    auto bert = tokenizer_internal::BertPreTokenizerSteps();
+    if (!bert.ok()) throw HfError{bert.status()};
+    for (auto& step : *bert) steps.push_back(std::move(step));
   } else if (type == "Punctuation") {
     steps.push_back(MakeSplit("[\\p{P}!-/:-@\\[-`{-~]",
                               BehaviorOf(j, SplitBehavior::kIsolated), false));
@@ -196,6 +259,10 @@ void ReadDecoder(const json& j, ModelTokenizerSpec* spec, int depth = 0) {
     const std::string scheme = j.value("prepend_scheme", std::string());
     spec->strip_leading_space =
         scheme.empty() ? j.value("add_prefix_space", true) : scheme != "never";
+  } else if (type == "WordPiece") {
+    spec->wordpiece_decode = true;
+    spec->decode_prefix = j.value("prefix", std::string("##"));
+    spec->decode_cleanup = BoolOr(j, "cleanup", true);
   } else if (type == "Strip") {
     const bool strips_start = j.contains("start") &&
                               j.at("start").is_number_integer() &&
@@ -268,27 +335,39 @@ std::unique_ptr<Tokenizer> Build(std::string_view tokenizer_json,
   const json gen = gen_json.empty() ? json::object() : json::parse(gen_json);
   const json& model = root.at("model");
   const std::string model_type = model.value("type", std::string("BPE"));
-  if (model_type != "BPE") {
+  if (model_type != "BPE" && model_type != "WordPiece" &&
+      model_type != "Unigram") {
     Fail(absl::StatusCode::kUnimplemented,
-         fmt::format("tokenizer.json model type '{}' is not supported (BPE)",
+         fmt::format("tokenizer.json model type '{}' is not supported (BPE, "
+                     "WordPiece, Unigram)",
                      model_type));
   }
-  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
-    if (model.contains(key) && model.at(key).is_string() &&
-        !model.at(key).get<std::string>().empty()) {
-      Fail(absl::StatusCode::kUnimplemented,
-           fmt::format("BPE {} is not supported", key));
+  if (model_type == "BPE") {
+    for (const char* key :
+         {"continuing_subword_prefix", "end_of_word_suffix"}) {
+      if (model.contains(key) && model.at(key).is_string() &&
+          !model.at(key).get<std::string>().empty()) {
+        Fail(absl::StatusCode::kUnimplemented,
+             fmt::format("BPE {} is not supported", key));
+      }
     }
   }
   ModelTokenizerSpec spec;
-  spec.algorithm = tokenizer_internal::Algorithm::kBpe;
+  spec.algorithm =
+      model_type == "WordPiece" ? tokenizer_internal::Algorithm::kWordPiece
+      : model_type == "Unigram" ? tokenizer_internal::Algorithm::kUnigram
+                                : tokenizer_internal::Algorithm::kBpe;
+  const json& vocab_json = model.at("vocab");
+  const bool unigram = model_type == "Unigram";
+  if (unigram ? !vocab_json.is_array() : !vocab_json.is_object()) {
+    Fail(absl::StatusCode::kInvalidArgument,
+         fmt::format("model.vocab is not an {}", unigram ? "array" : "object"));
+  }
   // Vocabulary: model.vocab plus added_tokens (ids may leave holes).
   // Ids may leave holes, but not absurd ones: a hostile file must not make
   // us allocate millions of empty entries.
   const size_t n_listed =
-      (model.contains("vocab") && model.at("vocab").is_object()
-           ? model.at("vocab").size()
-           : 0) +
+      vocab_json.size() +
       (root.contains("added_tokens") && root.at("added_tokens").is_array()
            ? root.at("added_tokens").size()
            : 0);
@@ -301,15 +380,48 @@ std::unique_ptr<Tokenizer> Build(std::string_view tokenizer_json,
     if (static_cast<size_t>(id) >= spec.tokens.size()) {
       spec.tokens.resize(id + 1);
       spec.types.resize(id + 1, TokenType::kUnused);
+      spec.scores.resize(id + 1, 0.0f);
     }
     spec.tokens[id] = std::move(text);
     spec.types[id] = type;
   };
-  if (!model.at("vocab").is_object()) {
-    Fail(absl::StatusCode::kInvalidArgument, "model.vocab is not an object");
+  if (unigram) {
+    // [[piece, score], ...]: the id is the position.
+    double min_score = std::numeric_limits<double>::infinity();
+    for (size_t i = 0; i < vocab_json.size(); ++i) {
+      const json& e = vocab_json.at(i);
+      if (!e.is_array() || e.size() != 2 || !e.at(1).is_number()) {
+        Fail(absl::StatusCode::kInvalidArgument,
+             fmt::format("Unigram vocab entry {} is not [piece, score]", i));
+      }
+      place(static_cast<int64_t>(i), e.at(0).get<std::string>(),
+            TokenType::kNormal);
+      const double score = e.at(1).get<double>();
+      spec.scores[i] = static_cast<float>(score);
+      min_score = std::min(min_score, score);
+    }
+    // Hugging Face: an uncovered character costs the lowest score minus 10.
+    spec.unk_score = (vocab_json.empty() ? 0.0 : min_score) - 10.0;
+    spec.unigram_model_pieces = static_cast<int32_t>(vocab_json.size());
+    if (model.contains("unk_id") && !model.at("unk_id").is_null()) {
+      const int64_t unk = IdOf(model.at("unk_id"));
+      if (unk < 0 || unk >= static_cast<int64_t>(vocab_json.size())) {
+        Fail(absl::StatusCode::kInvalidArgument,
+             fmt::format("Unigram unk_id {} is outside the vocabulary", unk));
+      }
+      spec.unk_id = static_cast<int32_t>(unk);
+    }
+  } else {
+    for (const auto& [text, id] : vocab_json.items()) {
+      place(IdOf(id), text, TokenType::kNormal);
+    }
   }
-  for (const auto& [text, id] : model.at("vocab").items()) {
-    place(IdOf(id), text, TokenType::kNormal);
+  if (model_type == "WordPiece") {
+    spec.continuing_prefix =
+        model.value("continuing_subword_prefix", std::string("##"));
+    const int64_t max_chars = model.value("max_input_chars_per_word", 100);
+    spec.max_input_chars_per_word = static_cast<int32_t>(
+        std::clamp<int64_t>(max_chars, 0, std::numeric_limits<int32_t>::max()));
   }
   spec.byte_fallback = model.value("byte_fallback", false);
   spec.ignore_merges = model.value("ignore_merges", false);
@@ -337,7 +449,7 @@ std::unique_ptr<Tokenizer> Build(std::string_view tokenizer_json,
       }
     }
   }
-  if (model.contains("merges")) {
+  if (model_type == "BPE" && model.contains("merges")) {
     for (const json& m : model.at("merges")) {
       if (m.is_array() && m.size() == 2) {
         spec.merges.emplace_back(m.at(0).get<std::string>(),
@@ -368,7 +480,10 @@ std::unique_ptr<Tokenizer> Build(std::string_view tokenizer_json,
     AddPreTokenizer(root.at("pre_tokenizer"), &spec);
   }
   if (root.contains("decoder")) ReadDecoder(root.at("decoder"), &spec);
-  spec.kind = spec.byte_level ? "bpe" : "bpe-sp";
+  spec.kind = model_type == "WordPiece" ? "wordpiece"
+              : unigram                 ? "unigram"
+              : spec.byte_level         ? "bpe"
+                                        : "bpe-sp";
 
   int32_t tmpl_bos = -1, tmpl_eos = -1;
   if (root.contains("post_processor")) {

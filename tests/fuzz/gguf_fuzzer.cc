@@ -1,11 +1,12 @@
 // Fuzzes the GGUF parser: any input must parse or fail with a Status, and
 // everything a parsed file exposes must be readable without going out of
-// bounds.
+// bounds, including its tokenizer.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
 #include "runtime/formats/gguf.h"
+#include "runtime/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto file = tessera::GgufFile::Parse({data, size}, "fuzz.gguf", nullptr);
@@ -23,6 +24,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (t.nbytes > 0) sum += t.data[0] + t.data[t.nbytes - 1];
     auto view = (*file)->TensorView(t);
     if (view.ok()) sum += static_cast<uint64_t>(view->numel());
+  }
+  // The tokenizer.ggml.* metadata (vocabularies, t5's precompiled charsmap)
+  // is untrusted too: load it and run a text with every kind of character.
+  if (auto tok = tessera::TokenizerFromGguf(**file); tok.ok()) {
+    auto ids = (*tok)->Encode(
+        "Hello,  WORLD! Caf\xC3\xA9 e\xCC\x81 \xE4\xB8\xAD\xEF\xAC\x81 \xFF",
+        true, true);
+    if (ids.ok()) (void)(*tok)->Decode(*ids, false);
   }
   return sum == 1 ? 0 : 0;
 }

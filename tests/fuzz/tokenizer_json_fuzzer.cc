@@ -15,7 +15,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view tail =
       input.substr(input.size() > 64 ? input.size() - 64 : 0);
   for (std::string_view text :
-       {std::string_view("Hello, world! 123 <s>"), tail}) {
+       {std::string_view("Hello, world! 123 <s>"),
+        std::string_view("Caf\xC3\xA9  e\xCC\x81 A\xCC\x81 \xE4\xB8\xAD"
+                         "\xEF\xAC\x81\t\xC4\xB0 \xFF"),
+        tail}) {
     auto ids = (*tok)->Encode(text, true, true);
     if (!ids.ok()) continue;
     (void)(*tok)->Decode(*ids, false);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <queue>
 
 #include "absl/container/flat_hash_map.h"
@@ -118,6 +119,13 @@ class ModelTokenizer final : public Tokenizer {
                  std::vector<Fragment>* out) const;
   void EmitUnknown(std::string_view bytes, std::vector<int32_t>* out) const;
   void BpeWord(std::string_view word, std::vector<int32_t>* out) const;
+  void WordPieceWord(std::string_view word, std::vector<int32_t>* out) const;
+  void UnigramWord(std::string_view word, std::vector<int32_t>* out) const;
+  // The trie node reached from `node` by byte `b`, or -1.
+  int32_t TrieNext(int32_t node, uint8_t b) const {
+    const auto it = trie_edges_.find((static_cast<uint64_t>(node) << 8) | b);
+    return it == trie_edges_.end() ? -1 : it->second;
+  }
   void SpmText(std::string_view text, std::vector<int32_t>* out) const;
   absl::Status Llama2cText(std::string_view text, bool bos,
                            std::vector<int32_t>* out) const;
@@ -132,7 +140,25 @@ class ModelTokenizer final : public Tokenizer {
   std::array<std::vector<std::pair<std::string_view, int32_t>>, 256>
       specials_by_byte_;
   absl::flat_hash_map<int32_t, std::pair<bool, bool>> strip_flags_;
+  size_t max_token_len_ = 0;  // Longest token text, in bytes.
+  // kUnigram: a byte trie of the matchable pieces. Node 0 is the root;
+  // trie_value_[node] is the token ending there, or -1.
+  absl::flat_hash_map<uint64_t, int32_t> trie_edges_;
+  std::vector<int32_t> trie_value_;
+  // kWordPiece decoding: the text of each token when it comes first.
+  std::vector<std::string> first_pieces_;
 };
+
+// Hugging Face's decoder cleanup (WordPiece/BPE decoders' `cleanup`).
+std::string CleanupPiece(std::string s) {
+  static constexpr std::pair<std::string_view, std::string_view> kRules[] = {
+      {" .", "."},   {" ?", "?"},     {" !", "!"},     {" ,", ","},
+      {" ' ", "'"},  {" n't", "n't"}, {" 'm", "'m"},   {" do not", " don't"},
+      {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"},
+  };
+  for (const auto& [from, to] : kRules) ReplaceAll(&s, from, to);
+  return s;
+}
 
 absl::Status ModelTokenizer::Init(const std::string& name) {
   const size_t n = spec_.tokens.size();
@@ -226,6 +252,53 @@ absl::Status ModelTokenizer::Init(const std::string& name) {
   for (const auto& [id, flags] : spec_.strip_flags) {
     if (InRange(id)) strip_flags_[id] = flags;
   }
+  for (const std::string& t : spec_.tokens) {
+    max_token_len_ = std::max(max_token_len_, t.size());
+  }
+  if (spec_.algorithm == Algorithm::kUnigram) {
+    trie_value_.push_back(-1);
+    for (size_t i = 0; i < n; ++i) {
+      const std::string& t = spec_.tokens[i];
+      const TokenType type = spec_.types[i];
+      const bool matchable =
+          spec_.unigram_model_pieces >= 0
+              ? i < static_cast<size_t>(spec_.unigram_model_pieces)
+              : type == TokenType::kNormal || type == TokenType::kUserDefined ||
+                    type == TokenType::kUnused || type == TokenType::kUndefined;
+      if (!matchable || t.empty()) continue;
+      int32_t node = 0;
+      for (const char c : t) {
+        const uint64_t key =
+            (static_cast<uint64_t>(node) << 8) | static_cast<uint8_t>(c);
+        auto [it, inserted] = trie_edges_.try_emplace(
+            key, static_cast<int32_t>(trie_value_.size()));
+        if (inserted) trie_value_.push_back(-1);
+        node = it->second;
+      }
+      // The first of duplicate texts wins, as in a token -> id map.
+      if (trie_value_[node] < 0) trie_value_[node] = static_cast<int32_t>(i);
+    }
+  }
+  if (spec_.decode_cleanup || spec_.wordpiece_decode) {
+    if (spec_.wordpiece_decode) first_pieces_.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (spec_.wordpiece_decode) {
+        first_pieces_[i] = pieces_[i];
+        if (pieces_[i].starts_with(spec_.decode_prefix) &&
+            !spec_.decode_prefix.empty()) {
+          pieces_[i].erase(0, spec_.decode_prefix.size());
+        } else {
+          pieces_[i].insert(0, " ");
+        }
+      }
+      if (spec_.decode_cleanup) {
+        pieces_[i] = CleanupPiece(std::move(pieces_[i]));
+        if (spec_.wordpiece_decode) {
+          first_pieces_[i] = CleanupPiece(std::move(first_pieces_[i]));
+        }
+      }
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -304,16 +377,22 @@ absl::StatusOr<std::vector<int32_t>> ModelTokenizer::Encode(
       SpmText(s, &out);
     } else {
       std::string s(f.text);
-      for (const NormalizeStep& step : spec_.normalizer) {
-        if (step.kind == NormalizeStep::Kind::kPrepend) {
-          if (!s.empty()) s.insert(0, step.a);
-        } else {
-          ReplaceAll(&s, step.a, step.b);
-        }
-      }
+      RETURN_IF_ERROR(Normalize(spec_.normalizer, &s));
       words.clear();
       RETURN_IF_ERROR(PreTokenize(spec_.pre_tokenizer, s, at_start, &words));
-      for (const std::string& w : words) BpeWord(w, &out);
+      for (const std::string& w : words) {
+        switch (spec_.algorithm) {
+          case Algorithm::kWordPiece:
+            WordPieceWord(w, &out);
+            break;
+          case Algorithm::kUnigram:
+            UnigramWord(w, &out);
+            break;
+          default:
+            BpeWord(w, &out);
+            break;
+        }
+      }
     }
     prev_special = false;
     at_start = false;
@@ -325,14 +404,17 @@ absl::StatusOr<std::vector<int32_t>> ModelTokenizer::Encode(
 void ModelTokenizer::EmitUnknown(std::string_view bytes,
                                  std::vector<int32_t>* out) const {
   if (spec_.byte_fallback) {
-    for (const char c : bytes) {
-      const int32_t id = byte_ids_[static_cast<uint8_t>(c)];
-      if (id >= 0) {
-        out->push_back(id);
-      } else if (spec_.unk_id >= 0) {
-        out->push_back(spec_.unk_id);
-      }
+    // Hugging Face (BPE and Unigram): byte pieces only if every byte has
+    // one, else the unknown token.
+    bool all = true;
+    for (const char c : bytes)
+      all = all && byte_ids_[static_cast<uint8_t>(c)] >= 0;
+    if (all) {
+      for (const char c : bytes)
+        out->push_back(byte_ids_[static_cast<uint8_t>(c)]);
+      return;
     }
+    if (spec_.unk_id >= 0) out->push_back(spec_.unk_id);
     return;
   }
   if (spec_.unk_id >= 0) {
@@ -424,6 +506,138 @@ void ModelTokenizer::BpeWord(std::string_view word,
     } else {
       EmitUnknown(word.substr(s.begin, s.len), out);
     }
+  }
+}
+
+void ModelTokenizer::WordPieceWord(std::string_view raw_word,
+                                   std::vector<int32_t>* out) const {
+  if (spec_.max_input_chars_per_word > 0) {
+    size_t chars = 0;
+    for (size_t p = 0; p < raw_word.size();
+         p += NextUtf8(raw_word.substr(p)).len) {
+      ++chars;
+    }
+    if (chars > static_cast<size_t>(spec_.max_input_chars_per_word)) {
+      EmitUnknown(raw_word, out);
+      return;
+    }
+  }
+  std::string word_buf;
+  std::string_view word = raw_word;
+  if (!spec_.word_prefix.empty()) {
+    word_buf = spec_.word_prefix;
+    word_buf.append(raw_word);
+    word = word_buf;
+  }
+  const size_t first = out->size();
+  std::string candidate;
+  size_t start = 0;
+  while (start < word.size()) {
+    // Longest match first, shrinking one character at a time; no token is
+    // longer than max_token_len_ bytes.
+    size_t end = std::min(word.size(), start + max_token_len_);
+    while (end > start && end < word.size() &&
+           (static_cast<uint8_t>(word[end]) & 0xC0) == 0x80) {
+      --end;  // Never cut a character.
+    }
+    int32_t found = -1;
+    while (end > start) {
+      std::string_view sub = word.substr(start, end - start);
+      if (start > 0 && !spec_.continuing_prefix.empty()) {
+        candidate = spec_.continuing_prefix;
+        candidate.append(sub);
+        sub = candidate;
+      }
+      found = Lookup(sub);
+      if (found >= 0) break;
+      // Step back one character.
+      --end;
+      while (end > start && (static_cast<uint8_t>(word[end]) & 0xC0) == 0x80) {
+        --end;
+      }
+    }
+    if (found < 0) {
+      // No piece fits here: the whole word is unknown.
+      out->resize(first);
+      EmitUnknown(raw_word, out);
+      return;
+    }
+    out->push_back(found);
+    start = end;
+  }
+}
+
+void ModelTokenizer::UnigramWord(std::string_view word,
+                                 std::vector<int32_t>* out) const {
+  const size_t n = word.size();
+  if (n == 0) return;
+  constexpr double kNone = -std::numeric_limits<double>::infinity();
+  struct Best {
+    double score;
+    uint32_t start;
+    int32_t id;  // -1: an unknown character.
+  };
+  std::vector<Best> best(n + 1, Best{kNone, 0, -1});
+  // llama.cpp compares the double sum with the stored float best.
+  auto round = [this](double x) {
+    return spec_.unigram_float_sums ? static_cast<double>(static_cast<float>(x))
+                                    : x;
+  };
+  best[0].score = 0.0;
+  size_t pos = 0;
+  while (pos < n) {
+    const size_t char_len = NextUtf8(word.substr(pos)).len;
+    const double base = best[pos].score;
+    if (base == kNone) {
+      pos += char_len;
+      continue;
+    }
+    bool whole_char = false;
+    int32_t node = 0;
+    for (size_t end = pos; end < n;) {
+      node = TrieNext(node, static_cast<uint8_t>(word[end]));
+      if (node < 0) break;
+      ++end;
+      const int32_t id = trie_value_[node];
+      if (id < 0) continue;
+      if (end - pos == char_len) whole_char = true;
+      // User-defined pieces score 0 (llama.cpp; they are split out before
+      // this anyway unless written inside a word).
+      const double score = base + (spec_.types[id] == TokenType::kUserDefined &&
+                                           spec_.unigram_model_pieces < 0
+                                       ? 0.0
+                                       : static_cast<double>(spec_.scores[id]));
+      if (score > best[end].score) {
+        best[end] = {round(score), static_cast<uint32_t>(pos), id};
+      }
+    }
+    if (!whole_char) {
+      const double score = base + spec_.unk_score;
+      if (score > best[pos + char_len].score) {
+        best[pos + char_len] = {round(score), static_cast<uint32_t>(pos), -1};
+      }
+    }
+    pos += char_len;
+  }
+  // Backtrack, then emit left to right, fusing runs of unknown characters
+  // into one unknown piece as Hugging Face and llama.cpp do.
+  std::vector<std::pair<uint32_t, int32_t>> path;  // (start, id)
+  for (size_t end = n; end > 0;) {
+    const Best& b = best[end];
+    path.emplace_back(b.start, b.id);
+    end = b.start;
+  }
+  std::reverse(path.begin(), path.end());
+  for (size_t k = 0; k < path.size(); ++k) {
+    if (path[k].second >= 0) {
+      out->push_back(path[k].second);
+      continue;
+    }
+    size_t j = k;
+    while (j + 1 < path.size() && path[j + 1].second < 0) ++j;
+    const size_t end = j + 1 < path.size() ? path[j + 1].first : n;
+    EmitUnknown(word.substr(path[k].first, end - path[k].first), out);
+    k = j;
   }
 }
 
@@ -570,6 +784,7 @@ void ModelTokenizer::AppendDecoded(int32_t id, bool skip_special,
     return;
   }
   std::string_view piece = pieces_[id];
+  if (spec_.wordpiece_decode && !state->emitted_text) piece = first_pieces_[id];
   if (spec_.algorithm == Algorithm::kLlama2c) {
     // run.c: "following BOS (1) token, sentencepiece decoder strips any
     // leading whitespace".

@@ -1,7 +1,7 @@
 // The vocabulary-driven tokenizer behind every loader (tokenizer.json, GGUF,
-// llama2.c): one class, three merge algorithms, shared special-token handling
-// and decoding. Loaders fill a ModelTokenizerSpec; NewModelTokenizer validates
-// it and builds the lookup tables.
+// llama2.c): one class, five segmentation algorithms, shared special-token
+// handling, normalization and decoding. Loaders fill a ModelTokenizerSpec;
+// NewModelTokenizer validates it and builds the lookup tables.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/tokenizer.h"
+#include "runtime/tokenizer/internal/normalizer.h"
 #include "runtime/tokenizer/internal/pretokenizer.h"
 
 namespace tessera::tokenizer_internal {
@@ -28,16 +29,11 @@ enum class TokenType : uint8_t {
 };
 
 enum class Algorithm {
-  kBpe,      // Merges by rank (GPT-2 style; also HF BPE on "▁" pieces).
-  kSpm,      // SentencePiece BPE: merges by piece score (llama.cpp's SPM).
-  kLlama2c,  // llama2.c run.c's encode().
-};
-
-// A text normalizer step (Hugging Face normalizers that are string edits).
-struct NormalizeStep {
-  enum class Kind { kPrepend, kReplace } kind;
-  std::string a;  // Prepend: the prefix. Replace: the pattern.
-  std::string b;  // Replace: the replacement.
+  kBpe,        // Merges by rank (GPT-2 style; also HF BPE on "▁" pieces).
+  kSpm,        // SentencePiece BPE: merges by piece score (llama.cpp's SPM).
+  kLlama2c,    // llama2.c run.c's encode().
+  kWordPiece,  // Greedy longest match per word (BERT; HF WordPiece, GGUF bert).
+  kUnigram,    // Viterbi best path by piece score (HF Unigram, GGUF t5).
 };
 
 struct ModelTokenizerSpec {
@@ -60,11 +56,34 @@ struct ModelTokenizerSpec {
   bool add_space_prefix = false;
   // kSpm: write ' ' as "▁" before merging.
   bool escape_whitespace = true;
+  // kWordPiece: each word is matched as word_prefix + word ("▁" for GGUF
+  // bert, whose converter stores word-initial pieces as "▁x"); pieces after
+  // the first are looked up as continuing_prefix + text ("##" in HF files).
+  // A word longer than max_input_chars_per_word characters (0: no limit), or
+  // one that cannot be matched, becomes the unknown token.
+  std::string word_prefix;
+  std::string continuing_prefix = "##";
+  int32_t max_input_chars_per_word = 0;
+  // kUnigram: score of a character no piece covers (min score - 10), and
+  // which pieces may be matched: ids below unigram_model_pieces when >= 0
+  // (Hugging Face: the whole model vocabulary), else normal, user-defined and
+  // unused tokens (llama.cpp).
+  double unk_score = -10.0;
+  int32_t unigram_model_pieces = -1;
+  // kUnigram: keep path scores as float (llama.cpp, SentencePiece) rather
+  // than double (Hugging Face); near-ties between paths depend on it.
+  bool unigram_float_sums = false;
 
   // Decoding.
   bool byte_level = false;           // Token text is GPT-2 byte-level encoded.
   bool metaspace = false;            // "▁" in token text means ' '.
   bool strip_leading_space = false;  // Drop the first decoded ' ' (SPM).
+  // Hugging Face's WordPiece decoder: pieces after the first lose
+  // `decode_prefix` or else gain a ' ' before them.
+  bool wordpiece_decode = false;
+  std::string decode_prefix = "##";
+  // Per decoded piece, Hugging Face's cleanup (" ." -> ".", " 's" -> "'s"...).
+  bool decode_cleanup = false;
 
   // Special ids and what add_special adds.
   int32_t bos_id = -1;

@@ -334,7 +334,7 @@ TEST(GgufTokenizerTest, CorruptOrIncompleteFilesAreErrors) {
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_THAT(Enc(**t, "ab"), ElementsAre(2));
   // Unsupported vocabulary types are Unimplemented, not a crash.
-  bpe.SetKv("tokenizer.ggml.model", GgufValue::String("t5"));
+  bpe.SetKv("tokenizer.ggml.model", GgufValue::String("rwkv"));
   ASSERT_TRUE(bpe.Write(dir + "/bpe.gguf").ok());
   t = LoadTokenizer(dir + "/bpe.gguf");
   ASSERT_FALSE(t.ok());
@@ -428,7 +428,11 @@ TEST(HfJsonTest, BadFilesAreStatusErrors) {
         "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}}}",
         "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, "
         "\"normalizer\": "
-        "{\"type\": \"Lowercase\"}}"}) {
+        "{\"type\": \"Precompiled\", \"precompiled_charsmap\": \"!!\"}}",
+        "{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"a\": 0}}}",
+        "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\"]]}}",
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, "
+        "\"normalizer\": {\"type\": \"NoSuchNormalizer\"}}"}) {
     auto t = TokenizerFromHfJson(text, "", "", "bad.json");
     EXPECT_FALSE(t.ok()) << text;
     EXPECT_THAT(std::string(t.status().message()), HasSubstr("bad.json"))
