@@ -688,12 +688,16 @@ absl::Status GgufFile::ParseImpl(absl::Span<const uint8_t> bytes) {
                       info.name, n_dims, kMaxDims));
     }
     int64_t numel = 1;
+    // The product of the non-zero dimensions must fit too: a zero dimension
+    // makes numel 0, but strides and partial products over the others are
+    // still computed (a [2^40, 2^40, 0] tensor would overflow them).
+    int64_t nonzero = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       uint64_t ne = 0;
       RETURN_IF_ERROR(c.Read(&ne, what));
       if (ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
           (ne != 0 &&
-           static_cast<uint64_t>(numel) >
+           static_cast<uint64_t>(nonzero) >
                static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) /
                    ne)) {
         return absl::InvalidArgumentError(fmt::format(
@@ -701,6 +705,7 @@ absl::Status GgufFile::ParseImpl(absl::Span<const uint8_t> bytes) {
       }
       info.ne.push_back(static_cast<int64_t>(ne));
       numel *= static_cast<int64_t>(ne);
+      if (ne != 0) nonzero *= static_cast<int64_t>(ne);
     }
     uint32_t type_raw = 0;
     RETURN_IF_ERROR(c.Read(&type_raw, what));

@@ -243,6 +243,34 @@ TEST(GgufTest, RejectsTensorOutsideFileAndUnknownType) {
   EXPECT_FALSE(s.ok());
 }
 
+// Found by gguf_fuzzer (UBSan): a leading zero dimension made numel 0, so the
+// overflow check passed for the others, whose product (2^80) overflowed later
+// in the tensor's shape arithmetic. Such a tensor is now rejected.
+TEST(GgufTest, RejectsHugeDimensionsBesideAZeroOne) {
+  std::string b;
+  auto put = [&](const void* p, size_t n) {
+    b.append(static_cast<const char*>(p), n);
+  };
+  auto u32 = [&](uint32_t v) { put(&v, 4); };
+  auto u64 = [&](uint64_t v) { put(&v, 8); };
+  put("GGUF", 4);
+  u32(3);
+  u64(1);  // tensors
+  u64(0);  // kv
+  u64(1);
+  put("t", 1);
+  u32(3);  // n_dims
+  u64(0);
+  u64(uint64_t{1} << 40);
+  u64(uint64_t{1} << 40);
+  u32(0);  // F32
+  u64(0);  // offset
+  while (b.size() % 32 != 0) b.push_back('\0');
+  const absl::Status s = ParseBytes(b);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("dimensions overflow"));
+}
+
 TEST(GgufTest, ReadsBenchTiny) {
   TESSERA_REQUIRE_SHARED(shared);
   absl::StatusOr<std::shared_ptr<GgufFile>> f =
