@@ -171,10 +171,11 @@ class KvTransferEngine {
       std::chrono::milliseconds timeout) = 0;
 
   // Whether UCX can register CUDA memory directly (else CUDA pools are
-  // staged through a registered host buffer).
+  // staged through registered host buffers, both ways).
   virtual bool SupportsCudaMemory() const = 0;
 
-  // Sender-side counters (set-up latency, puts, staged chunks).
+  // Counters: sender side (set-up latency, puts, staged chunks, grants)
+  // and, for staged pools, receiver side (landed chunks, revoked grants).
   virtual KvTransferStats Stats() const = 0;
 };
 

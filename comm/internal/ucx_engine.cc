@@ -394,7 +394,7 @@ class UcxEngine final : public KvTransferEngine {
         (options_.staging_blocks <= 0 || options_.landing_blocks <= 0 ||
          options_.landing_blocks > (int64_t{1} << 30))) {
       return absl::InvalidArgumentError(
-          "staging_blocks and landing_blocks must be in (0, 2^30]");
+          "staging_blocks must be > 0 and landing_blocks in (0, 2^30]");
     }
     // A staged pool registers one UCX-allocated host buffer: the staging
     // buffer (outgoing chunks), then the landing area (incoming grants).
