@@ -159,9 +159,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest, ::testing::ValuesIn(LinearCases()),
                          });
 
 // The bf16 dot-product GEMM (outer-product tiles of 8 outputs × 48 rows,
-// K blocks of 1024, 192-row and 64-output L2 blocks): shapes past every block
-// edge (odd k: a half pair; n and m not multiples of the tile), against the
-// reference, and partition invariance: each (row, output) accumulates in k
+// 64-output blocks, K blocks of <= 8192): shapes past every block edge (odd
+// k: a half pair; three K blocks; n and m not multiples of the tile), against
+// the reference, and partition invariance: each (row, output) accumulates in k
 // order in its own lane, so the bits depend neither on the thread count nor
 // on which rows or outputs share the call.
 TEST(LinearTest, Bf16DotGemmBlockEdgesAndPartitionInvariance) {
@@ -170,7 +170,8 @@ TEST(LinearTest, Bf16DotGemmBlockEdgesAndPartitionInvariance) {
     if (isa == Isa::kScalar) continue;
     for (const LinearCase& c : {LinearCase{DType::kBF16, 200, 37, 2049},
                                 LinearCase{DType::kBF16, 33, 70, 1040},
-                                LinearCase{DType::kBF16, 49, 9, 17}}) {
+                                LinearCase{DType::kBF16, 49, 9, 17},
+                                LinearCase{DType::kBF16, 20, 75, 16411}}) {
       CheckLinear(c, isa, /*exact=*/false, &pool);
       const std::vector<float> x = RandomVector(c.m * c.k, 5 + c.k);
       const std::vector<float> bias = RandomVector(c.n, 6);
