@@ -53,24 +53,22 @@ struct Simd {
         reinterpret_cast<__m256i*>(p),
         _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
-  // bf16 bits of each lane (low half of each u32), rounded to nearest even
-  // like FloatToBF16 (vcvtneps2bf16 would flush subnormals to zero).
-  static __m512i RoundBF16(V v) {
+  // Round to nearest even like FloatToBF16 (vcvtneps2bf16 would flush
+  // subnormals to zero).
+  static void StoreBF16(uint16_t* p, V v) {
     const __m512i bits = _mm512_castps_si512(v);
     const __m512i lsb =
         _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    const __m512i r = _mm512_srli_epi32(
+    __m512i r = _mm512_srli_epi32(
         _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)),
                          lsb),
         16);
     const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    return _mm512_mask_mov_epi32(
+    r = _mm512_mask_mov_epi32(
         r, nan,
         _mm512_or_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40)));
-  }
-  static void StoreBF16(uint16_t* p, V v) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
-                        _mm512_cvtepi32_epi16(RoundBF16(v)));
+                        _mm512_cvtepi32_epi16(r));
   }
   static V Add(V a, V b) { return _mm512_add_ps(a, b); }
   static V Sub(V a, V b) { return _mm512_sub_ps(a, b); }
@@ -145,10 +143,11 @@ struct Traits {
   static constexpr int kNr = 6;
   static constexpr int kKcF32 = 1024;
   // bf16 dot-product GEMM (kernels_impl.inc, GemmBf16Range): K block
-  // (elements; larger is faster: measured 0.80 / 0.87 / 0.93 of the bf16
-  // peak at 512 / 1024 / >= 4096 on one Zen 4 core), weight rows per block,
-  // tile = kBf16Jr weight rows × 16 · kBf16Iv activation rows (24
-  // accumulators + 3 activation vectors + 1 broadcast of 32 zmm).
+  // (elements; every block re-reads and re-writes the tiles' y, so larger is
+  // faster: ~0.78 / 0.87 / 0.93 of the bf16 peak at 512 / 1024 / >= 4096 on
+  // one Zen 4 core, m = 32..512, k = 2048/5632), weight rows per block, tile =
+  // kBf16Jr weight rows × 16 · kBf16Iv activation rows (24 accumulators + 3
+  // activation vectors + 1 broadcast of 32 zmm).
   static constexpr int kKcBf16 = 8192;
   static constexpr int kNcBf16 = 64;
   static constexpr int kBf16Jr = 8;
@@ -340,7 +339,10 @@ constexpr auto MakeBf16Tiles(std::integer_sequence<int, Js...>) {
                  &Bf16PairTile<Js + 1, 3>}...}};
 }
 
-// PackBF16Pairs for one slab of `rows` (<= 16) rows.
+// PackBF16Pairs for one slab of `rows` (<= 16) rows. vcvtne2ps2bf16 rounds
+// to nearest even like FloatToBF16 but flushes subnormals to zero: the same
+// products, since vdpbf16ps treats subnormal inputs as zero anyway (and is 5x
+// cheaper than the integer rounding StoreBF16 needs for the KV cache).
 inline void PackSlab(const float* x, int64_t rows, int64_t k, int64_t ld,
                      uint32_t* out) {
   const int64_t kp = (k + 1) / 2;
@@ -359,11 +361,8 @@ inline void PackSlab(const float* x, int64_t rows, int64_t k, int64_t ld,
         continue;
       }
       const float* src = x + l * ld + c0;
-      const __m512i a = Simd::RoundBF16(_mm512_maskz_loadu_ps(m0, src));
-      const __m512i b = Simd::RoundBF16(_mm512_maskz_loadu_ps(m1, src + 16));
-      r[l] =
-          _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(a)),
-                             _mm512_cvtepi32_epi16(b), 1);
+      r[l] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, src + 16),
+                                          _mm512_maskz_loadu_ps(m0, src));
     }
     Transpose16x16(r);
     const int64_t n = kp - q0 < 16 ? kp - q0 : 16;
