@@ -3,11 +3,13 @@
 // Math and layouts: see kernels/cpu/internal/kernels_impl.inc. Linear keeps
 // W [n, k] row-major; a 4×6 register tile holds 24 zmm accumulators of
 // x[i]·W[r] partial dot products (4 + 6 loads per 24 FMAs, 29 of 32
-// registers), reduced once per K block of 1024 (f32) / 2816 (bf16) elements;
-// W blocks of 96 rows stay in L2 while every activation row sweeps them.
-// bf16 weights: vdpbf16ps does 32 multiply-adds per instruction, twice the f32
-// FMA rate, on activations rounded to bf16 (8 significant bits; products are
-// exact in f32 and accumulated in f32).
+// registers), reduced once per K block of 1024 elements; W blocks of 96 rows
+// stay in L2 while every activation row sweeps them.
+// bf16 weights (Context::exact == false): an outer-product tile of 8 weight
+// rows × 48 activation rows, 24 zmm accumulators, on activations rounded to
+// bf16 and packed in pairs (8 significant bits; products are exact in f32 and
+// accumulated in f32); vdpbf16ps does 32 multiply-adds per instruction, twice
+// the f32 FMA rate.
 //
 // Built with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx2
 // -mfma -mf16c (kernels/CMakeLists.txt); only called after CPUID checks.
