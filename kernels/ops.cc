@@ -21,7 +21,7 @@ struct IsaKernels {
   cpu::LinearTraits (*linear_traits)();
   int64_t (*linear_scratch)(const cpu::LinearProblem&);
   void (*linear_range)(const cpu::LinearProblem&, int64_t, int64_t, float*);
-  void (*to_bf16)(const float*, int64_t, int64_t, int64_t, uint16_t*, int64_t);
+  void (*pack_bf16)(const float*, int64_t, int64_t, int64_t, uint32_t*);
   void (*to_q8)(const float*, int64_t, int64_t, int64_t, int8_t*, float*,
                 int32_t*);
   void (*dequantize_rows)(cpu::WeightType, const void*, int64_t, const int32_t*,
@@ -48,7 +48,7 @@ struct IsaKernels {
 #define TESSERA_ISA_KERNELS(ns)                                                \
   IsaKernels {                                                                 \
     &cpu::ns::GetLinearTraits, &cpu::ns::LinearScratchFloats,                  \
-        &cpu::ns::LinearRange, &cpu::ns::ConvertRowsToBF16,                    \
+        &cpu::ns::LinearRange, &cpu::ns::PackBF16Pairs,                        \
         &cpu::ns::QuantizeRowsQ8, &cpu::ns::DequantizeRows, &cpu::ns::RmsNorm, \
         &cpu::ns::AddRmsNorm, &cpu::ns::SiluMul, &cpu::ns::Rope,               \
         &cpu::ns::RopeTable, &cpu::ns::RopeApply, &cpu::ns::KvCacheWriteHead,  \
@@ -203,16 +203,21 @@ absl::Status PrepareLinear(const Context& ctx, const IsaKernels* kern,
   const cpu::LinearTraits traits = kern->linear_traits();
   if (p.wtype == cpu::WeightType::kBF16 && !ctx.exact && traits.has_bf16_dot &&
       GetCpuFeatures().avx512_bf16 && m > traits.gemv_max_m) {
-    thread_local std::vector<uint16_t> xb;
-    if (static_cast<int64_t>(xb.size()) < m * k) xb.resize(m * k);
-    // Rounded on every thread: on one it is ~6% of a 128-row GEMM.
-    uint16_t* xb_data = xb.data();
-    ParallelFor(ctx.pool, m, 2 * k, [&](int64_t begin, int64_t end) {
-      kern->to_bf16(x + begin * ldx, end - begin, k, ldx, xb_data + begin * k,
-                    k);
+    // Rounded and packed once per call (16-row slabs of bf16 pairs, the
+    // layout the outer-product tiles load), on every thread: on one it is
+    // ~6% of a 128-row GEMM.
+    thread_local std::vector<uint32_t> xp;
+    const int64_t slabs = (m + 15) / 16;
+    const int64_t slab_size = 16 * ((k + 1) / 2);
+    if (static_cast<int64_t>(xp.size()) < slabs * slab_size) {
+      xp.resize(slabs * slab_size);
+    }
+    uint32_t* xp_data = xp.data();
+    ParallelFor(ctx.pool, slabs, 32 * k, [&](int64_t begin, int64_t end) {
+      kern->pack_bf16(x + begin * 16 * ldx, std::min(m, end * 16) - begin * 16,
+                      k, ldx, xp_data + begin * slab_size);
     });
-    p.xb = xb.data();
-    p.ldxb = k;
+    p.xp = xp_data;
   }
   if (p.wtype == cpu::WeightType::kQ8_0 && !ctx.exact &&
       m <= traits.gemv_max_m) {
@@ -255,14 +260,16 @@ absl::Status Linear(const Context& ctx, const float* x, int64_t m, int64_t ldx,
   if (!run) return absl::OkStatus();
   const cpu::LinearTraits traits = kern->linear_traits();
   const int64_t scratch = kern->linear_scratch(p);
-  const int64_t tiles = (p.n + traits.nr - 1) / traits.nr;
+  // Outputs per tile (the partition granularity): the bf16 dot-product
+  // GEMM's tile width, else the register tile's.
+  const int64_t nr = p.xp != nullptr ? traits.nr_bf16 : traits.nr;
+  const int64_t tiles = (p.n + nr - 1) / nr;
   // Work per tile: its FLOPs or its weight bytes, whichever is larger.
   const int64_t tile_work =
-      traits.nr * std::max<int64_t>(2 * m * p.k, RowBytesOf(p.wtype, p.k));
+      nr * std::max<int64_t>(2 * m * p.k, RowBytesOf(p.wtype, p.k));
   const int64_t n = p.n;
   ParallelFor(ctx.pool, tiles, tile_work, [&](int64_t begin, int64_t end) {
-    kern->linear_range(p, begin * traits.nr,
-                       std::min<int64_t>(end * traits.nr, n),
+    kern->linear_range(p, begin * nr, std::min<int64_t>(end * nr, n),
                        ThreadScratch(scratch));
   });
   return absl::OkStatus();

@@ -158,7 +158,8 @@ struct Traits {
   static constexpr int kMr = 3;
   static constexpr int kNr = 4;
   static constexpr int kKcF32 = 512;
-  static constexpr int kKcBf16 = 512;
+  static constexpr int kKcBf16 = 512;  // Unused: no bf16 dot product.
+  static constexpr int kBf16Jr = 8;    // Unused: no bf16 dot product.
   static constexpr int kNc = 96;
   static constexpr int kMc = 64;
   static constexpr int kPad = 32;  // Panel row padding (elements).

@@ -3,11 +3,13 @@
 // Math and layouts: see kernels/cpu/internal/kernels_impl.inc. Linear keeps
 // W [n, k] row-major; a 4×6 register tile holds 24 zmm accumulators of
 // x[i]·W[r] partial dot products (4 + 6 loads per 24 FMAs, 29 of 32
-// registers), reduced once per K block of 1024 (f32) / 2816 (bf16) elements;
-// W blocks of 96 rows stay in L2 while every activation row sweeps them.
-// bf16 weights: vdpbf16ps does 32 multiply-adds per instruction, twice the f32
-// FMA rate, on activations rounded to bf16 (8 significant bits; products are
-// exact in f32 and accumulated in f32).
+// registers), reduced once per K block of 1024 elements; W blocks of 96 rows
+// stay in L2 while every activation row sweeps them.
+// bf16 weights (Context::exact == false): an outer-product tile of 8 weight
+// rows × 48 activation rows, 24 zmm accumulators, on activations rounded to
+// bf16 and packed in pairs (8 significant bits; products are exact in f32 and
+// accumulated in f32); vdpbf16ps does 32 multiply-adds per instruction, twice
+// the f32 FMA rate.
 //
 // Built with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx2
 // -mfma -mf16c (kernels/CMakeLists.txt); only called after CPUID checks.
@@ -150,7 +152,16 @@ struct Traits {
   static constexpr int kMr = 4;
   static constexpr int kNr = 6;
   static constexpr int kKcF32 = 1024;
-  static constexpr int kKcBf16 = 2816;
+  // bf16 dot-product GEMM (kernels_impl.inc, GemmBf16Range): K block
+  // (elements; every block re-reads and re-writes the tiles' y, so larger is
+  // faster: ~0.78 / 0.87 / 0.93 of the bf16 peak at 512 / 1024 / >= 4096 on
+  // one Zen 4 core, m = 32..512, k = 2048/5632), weight rows per block, tile =
+  // kBf16Jr weight rows × 16 · kBf16Iv activation rows (24 accumulators + 3
+  // activation vectors + 1 broadcast of 32 zmm).
+  static constexpr int kKcBf16 = 8192;
+  static constexpr int kNcBf16 = 64;
+  static constexpr int kBf16Jr = 8;
+  static constexpr int kBf16Iv = 3;
   static constexpr int kNc = 96;
   static constexpr int kMc = 64;
   static constexpr int kPad = 32;  // Panel row padding (elements).
@@ -164,46 +175,211 @@ struct Traits {
   static constexpr int64_t kStreamBlockBytes = 512 * 1024;
 };
 
-// acc[i][r] = Σ_c xb[i][c]·w[r][c] over bf16 pairs, 32 elements per
-// vdpbf16ps; the tail is a masked load (zeros contribute nothing).
-template <int MR, int NR>
-inline void Bf16DotTile(const uint16_t* xb, int64_t ldxb, const uint16_t* w,
-                        int64_t ws, int64_t c0, int64_t c1, float out[MR][NR]) {
-  __m512 acc[MR][NR];
+// ---- bf16 dot-product GEMM (outer product over bf16 pairs) ----
+//
+// vdpbf16ps acc, a, b adds a[2l]·b[2l] + a[2l+1]·b[2l+1] to f32 lane l: one
+// instruction is 16 lanes × one k pair. The tile keeps kBf16Jr weight rows ×
+// (16 · IV) activation rows of accumulators, one zmm per (weight row j, 16
+// activation rows v), lanes along the activation rows. Per k pair it loads
+// IV zmm of packed activations (16 rows' pairs each, contiguous: see
+// PackBF16Pairs) and broadcasts each weight row's pair (W's own [n, k]
+// layout: a pair is 4 consecutive bytes), then does IV · kBf16Jr vdpbf16ps:
+// 24 per 3 loads + 8 broadcasts at IV = 3, no horizontal sums. Each lane
+// accumulates its own (row, output) dot product in k order, so results do not
+// depend on the tile shape or on how n was split.
+
+// r[i][l] <-> r[l][i] for a 16 × 16 matrix of u32 (unpack 32/64-bit, then
+// two 128-bit lane shuffles).
+inline void Transpose16x16(__m512i r[16]) {
+  __m512i t[16];
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 8
-    for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_setzero_ps();
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
   }
-  int64_t c = c0;
-  for (; c + 32 <= c1; c += 32) {
-    __m512bh xv[MR];
+  // r[4i + q], 128-bit chunk c: column 4c + q of rows 4i..4i+3.
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    const __m512i a = _mm512_shuffle_i32x4(r[q], r[4 + q], 0x88);
+    const __m512i b = _mm512_shuffle_i32x4(r[q], r[4 + q], 0xDD);
+    const __m512i c = _mm512_shuffle_i32x4(r[8 + q], r[12 + q], 0x88);
+    const __m512i d = _mm512_shuffle_i32x4(r[8 + q], r[12 + q], 0xDD);
+    t[q] = _mm512_shuffle_i32x4(a, c, 0x88);
+    t[8 + q] = _mm512_shuffle_i32x4(a, c, 0xDD);
+    t[4 + q] = _mm512_shuffle_i32x4(b, d, 0x88);
+    t[12 + q] = _mm512_shuffle_i32x4(b, d, 0xDD);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Adds (first: writes, + bias) a tile's accumulators a[j] (lane l = activation
+// row l, J <= 8 outputs) to y rows [0, rows), columns [0, J): an 8 × 16
+// transpose (unpack, shuffle, one two-source permute per row pair).
+template <int J>
+inline void StoreBf16Tile(const __m512* a, float* y, int64_t ldy,
+                          const float* bias, bool first, int rows) {
+  __m512 c[8];
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      xv[i] = (__m512bh)_mm512_loadu_si512(xb + i * ldxb + c);
+  for (int j = 0; j < 8; ++j) c[j] = j < J ? a[j] : _mm512_setzero_ps();
+  __m512 t[8], u[8];
+#pragma GCC unroll 4
+  for (int h = 0; h < 4; ++h) {
+    t[2 * h] = _mm512_unpacklo_ps(c[2 * h], c[2 * h + 1]);
+    t[2 * h + 1] = _mm512_unpackhi_ps(c[2 * h], c[2 * h + 1]);
+  }
+  // u[r] (u[4 + r]), chunk c: row 4c + r, columns 0..3 (4..7).
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    u[4 * h] = _mm512_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+    u[4 * h + 1] = _mm512_shuffle_ps(t[4 * h], t[4 * h + 2], 0xEE);
+    u[4 * h + 2] = _mm512_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+    u[4 * h + 3] = _mm512_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+  }
+  const __m512i lo =
+      _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
+  const __m512i hi = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 27, 26,
+                                      25, 24, 11, 10, 9, 8);
+  const __mmask8 mask = static_cast<__mmask8>((1u << J) - 1);
+  const __m256 b = first && bias != nullptr ? _mm256_maskz_loadu_ps(mask, bias)
+                                            : _mm256_setzero_ps();
+  auto put = [&](int row, __m256 v) {
+    if (row >= rows) return;
+    float* dst = y + row * ldy;
+    v = _mm256_add_ps(v, first ? b : _mm256_maskz_loadu_ps(mask, dst));
+    if constexpr (J == 8) {
+      _mm256_storeu_ps(dst, v);
+    } else {
+      _mm256_mask_storeu_ps(dst, mask, v);
+    }
+  };
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r) {
+    const __m512 x01 = _mm512_permutex2var_ps(u[r], lo, u[4 + r]);
+    const __m512 x23 = _mm512_permutex2var_ps(u[r], hi, u[4 + r]);
+    put(r, _mm512_castps512_ps256(x01));
+    put(4 + r,
+        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x01), 1)));
+    put(8 + r, _mm512_castps512_ps256(x23));
+    put(12 + r,
+        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x23), 1)));
+  }
+}
+
+// One tile: y[16·IV rows (rows valid)][J outputs] (+)= Σ over `pairs` k pairs
+// (+ one half pair: k odd, last K block) of x·w. xs: the first slab's packed
+// pairs at the block's first pair (slab_stride u32 between slabs); w: weight
+// row 0 at the block's first element (wld bytes between rows). No software
+// prefetch: the hardware prefetchers follow the 8 + IV sequential streams
+// (measured: a one-tile-ahead prefetch of W cost 3-5% at m = 32, even with W
+// cycled through 96 MiB of copies).
+template <int J, int IV>
+void Bf16PairTile(const uint32_t* xs, int64_t slab_stride, const uint8_t* w,
+                  int64_t wld, int64_t pairs, bool half, float* y, int64_t ldy,
+                  const float* bias, bool first, int rows) {
+  __m512 acc[J][IV];
+#pragma GCC unroll 8
+  for (int j = 0; j < J; ++j) {
+#pragma GCC unroll 4
+    for (int v = 0; v < IV; ++v) acc[j][v] = _mm512_setzero_ps();
+  }
+  int64_t q = 0;
+  for (; q < pairs; ++q) {
+    __m512bh xv[IV];
+#pragma GCC unroll 4
+    for (int v = 0; v < IV; ++v) {
+      xv[v] = (__m512bh)_mm512_loadu_si512(xs + q * 16 + v * slab_stride);
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < NR; ++r) {
-      const __m512bh wv = (__m512bh)_mm512_loadu_si512(w + r * ws + c);
-#pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i)
-        acc[i][r] = _mm512_dpbf16_ps(acc[i][r], xv[i], wv);
+    for (int j = 0; j < J; ++j) {
+      int32_t pair;
+      __builtin_memcpy(&pair, w + q * 4 + j * wld, 4);
+      const __m512bh b = (__m512bh)_mm512_set1_epi32(pair);
+#pragma GCC unroll 4
+      for (int v = 0; v < IV; ++v) {
+        acc[j][v] = _mm512_dpbf16_ps(acc[j][v], xv[v], b);
+      }
     }
   }
-  if (c < c1) {
-    const __mmask32 mask = static_cast<__mmask32>((1ull << (c1 - c)) - 1);
-    __m512bh xv[MR];
-    for (int i = 0; i < MR; ++i) {
-      xv[i] = (__m512bh)_mm512_maskz_loadu_epi16(mask, xb + i * ldxb + c);
+  if (half) {  // k odd: the last weight element alone (x's pair is (x, 0)).
+    __m512bh xv[IV];
+#pragma GCC unroll 4
+    for (int v = 0; v < IV; ++v) {
+      xv[v] = (__m512bh)_mm512_loadu_si512(xs + q * 16 + v * slab_stride);
     }
-    for (int r = 0; r < NR; ++r) {
-      const __m512bh wv =
-          (__m512bh)_mm512_maskz_loadu_epi16(mask, w + r * ws + c);
-      for (int i = 0; i < MR; ++i)
-        acc[i][r] = _mm512_dpbf16_ps(acc[i][r], xv[i], wv);
+#pragma GCC unroll 8
+    for (int j = 0; j < J; ++j) {
+      uint16_t e;
+      __builtin_memcpy(&e, w + q * 4 + j * wld, 2);
+      const __m512bh b = (__m512bh)_mm512_set1_epi32(e);
+#pragma GCC unroll 4
+      for (int v = 0; v < IV; ++v) {
+        acc[j][v] = _mm512_dpbf16_ps(acc[j][v], xv[v], b);
+      }
     }
   }
-  ReduceTile<MR * NR>(&acc[0][0], &out[0][0]);
+#pragma GCC unroll 4
+  for (int v = 0; v < IV; ++v) {
+    __m512 col[J];
+#pragma GCC unroll 8
+    for (int j = 0; j < J; ++j) col[j] = acc[j][v];
+    StoreBf16Tile<J>(col, y + 16 * v * ldy, ldy, bias, first, rows - 16 * v);
+  }
+}
+
+using Bf16TileFn = void (*)(const uint32_t*, int64_t, const uint8_t*, int64_t,
+                            int64_t, bool, float*, int64_t, const float*, bool,
+                            int);
+
+// Tiles [J - 1][IV - 1].
+static_assert(Traits::kBf16Iv == 3 && Traits::kBf16Jr == 8);
+template <int... Js>
+constexpr auto MakeBf16Tiles(std::integer_sequence<int, Js...>) {
+  struct Table {
+    Bf16TileFn fn[sizeof...(Js)][3];
+  };
+  return Table{{{&Bf16PairTile<Js + 1, 1>, &Bf16PairTile<Js + 1, 2>,
+                 &Bf16PairTile<Js + 1, 3>}...}};
+}
+
+// PackBF16Pairs for one slab of `rows` (<= 16) rows. vcvtne2ps2bf16 rounds
+// to nearest even like FloatToBF16 but flushes subnormals to zero: the same
+// products, since vdpbf16ps treats subnormal inputs as zero anyway (and is 5x
+// cheaper than the integer rounding StoreBF16 needs for the KV cache).
+inline void PackSlab(const float* x, int64_t rows, int64_t k, int64_t ld,
+                     uint32_t* out) {
+  const int64_t kp = (k + 1) / 2;
+  for (int64_t q0 = 0; q0 < kp; q0 += 16) {
+    const int64_t c0 = 2 * q0;
+    const int64_t left = k - c0;
+    const __mmask16 m0 = left >= 16 ? 0xffff : (1u << left) - 1;
+    const __mmask16 m1 = left >= 32   ? 0xffff
+                         : left <= 16 ? 0
+                                      : (1u << (left - 16)) - 1;
+    __m512i r[16];
+#pragma GCC unroll 16
+    for (int l = 0; l < 16; ++l) {
+      if (l >= rows) {
+        r[l] = _mm512_setzero_si512();
+        continue;
+      }
+      const float* src = x + l * ld + c0;
+      r[l] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, src + 16),
+                                          _mm512_maskz_loadu_ps(m0, src));
+    }
+    Transpose16x16(r);
+    const int64_t n = kp - q0 < 16 ? kp - q0 : 16;
+    for (int64_t q = 0; q < n; ++q) {
+      _mm512_storeu_si512(out + (q0 + q) * 16, r[q]);
+    }
+  }
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 
 #include "base/random.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu_features.h"
 #include "kernels/reference/reference_ops.h"
 #include "kernels/thread_pool.h"
 
@@ -156,6 +157,55 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest, ::testing::ValuesIn(LinearCases()),
                            return std::string(DTypeName(info.param.dtype)) +
                                   "_m" + std::to_string(info.param.m);
                          });
+
+// The bf16 dot-product GEMM (outer-product tiles of 8 outputs × 48 rows,
+// 64-output blocks, K blocks of <= 8192): shapes past every block edge (odd
+// k: a half pair; three K blocks; n and m not multiples of the tile), against
+// the reference, and partition invariance: each (row, output) accumulates in k
+// order in its own lane, so the bits depend neither on the thread count nor
+// on which rows or outputs share the call.
+TEST(LinearTest, Bf16DotGemmBlockEdgesAndPartitionInvariance) {
+  ThreadPool pool(3);
+  for (Isa isa : SupportedIsas()) {
+    if (isa == Isa::kScalar) continue;
+    for (const LinearCase& c : {LinearCase{DType::kBF16, 200, 37, 2049},
+                                LinearCase{DType::kBF16, 33, 70, 1040},
+                                LinearCase{DType::kBF16, 49, 9, 17},
+                                LinearCase{DType::kBF16, 20, 75, 16411}}) {
+      CheckLinear(c, isa, /*exact=*/false, &pool);
+      const std::vector<float> x = RandomVector(c.m * c.k, 5 + c.k);
+      const std::vector<float> bias = RandomVector(c.n, 6);
+      const Tensor w = RandomWeight(DType::kBF16, c.n, c.k, 7 + c.n);
+      std::vector<float> all(c.m * c.n), one(c.m * c.n);
+      ASSERT_TRUE(Linear({&pool, isa}, x.data(), c.m, c.k, w, bias.data(),
+                         all.data(), c.n)
+                      .ok());
+      ASSERT_TRUE(Linear({nullptr, isa}, x.data(), c.m, c.k, w, bias.data(),
+                         one.data(), c.n)
+                      .ok());
+      EXPECT_EQ(all, one) << "thread count changed the result";
+      // Outputs [3, n - 2) and rows [5, m - 1) alone (still > 4 rows).
+      // Row subsets only on the dot-product path (the f32 blocked GEMM's
+      // register tile depends on a row's position).
+      const bool dot = isa == Isa::kAvx512 && GetCpuFeatures().avx512_bf16;
+      const int64_t j0 = 3, nj = c.n - 5, i0 = dot ? 5 : 0,
+                    ni = dot ? c.m - 6 : c.m;
+      Tensor ws = Tensor::Empty(DType::kBF16, {nj, c.k});
+      std::memcpy(ws.raw_data(), w.data<uint16_t>() + j0 * c.k, nj * c.k * 2);
+      std::vector<float> part(ni * nj);
+      ASSERT_TRUE(Linear({&pool, isa}, x.data() + i0 * c.k, ni, c.k, ws,
+                         bias.data() + j0, part.data(), nj)
+                      .ok());
+      for (int64_t i = 0; i < ni; ++i) {
+        for (int64_t j = 0; j < nj; ++j) {
+          ASSERT_EQ(part[i * nj + j], all[(i0 + i) * c.n + j0 + j])
+              << IsaName(isa) << " m=" << c.m << " n=" << c.n << " k=" << c.k
+              << " at (" << i0 + i << "," << j0 + j << ")";
+        }
+      }
+    }
+  }
+}
 
 TEST(LinearTest, RejectsBadInput) {
   std::vector<float> x(64), y(64);

@@ -20,6 +20,8 @@ struct LinearTraits {
   int32_t nr;          // Weight rows (outputs) per register tile.
   int32_t kc_f32;      // K block of the f32-FMA GEMM (elements).
   int32_t kc_bf16;     // K block of the bf16 dot-product GEMM (elements).
+  int32_t nr_bf16;     // Outputs per bf16 dot-product tile (the partition
+                       // granularity of that path).
   int32_t nc;          // Weight rows per L2 block.
   int32_t mc;          // Activation rows per block.
   int32_t gemv_max_m;  // m at or below which Linear streams W (no blocking).
@@ -38,9 +40,9 @@ struct LinearProblem {
   const float* bias = nullptr;
   float* y = nullptr;
   int64_t ldy = 0;
-  // Set for the bf16 dot-product path: x rounded to bf16, row stride ldxb.
-  const uint16_t* xb = nullptr;
-  int64_t ldxb = 0;
+  // Set for the bf16 dot-product path: x rounded to bf16 and packed by
+  // PackBF16Pairs (slabs of 16 rows, (k + 1) / 2 bf16 pairs per row).
+  const uint32_t* xp = nullptr;
   // Set for the q8_0 × q8_0 GEMV path (q8_0 weights, m <= gemv_max_m): x
   // quantized per 32-value block, int8 values (row stride ldxq bytes) and each
   // block's f32 scale repeated 8 times (row stride ldxd floats = k / 4).
@@ -96,15 +98,18 @@ struct AttentionProblem {
   /* Outputs [n0, n1) for all m rows. */                                       \
   void LinearRange(const LinearProblem& p, int64_t n0, int64_t n1,             \
                    float* scratch);                                            \
-  /* Rows of x (stride ld) to bf16 (stride ldb), round to nearest even. */     \
   /* Rows of x (stride ld, k a multiple of 32) to q8_0 blocks: d = amax/127,   \
      q = round-half-even(x / d); see LinearProblem::xq. */                     \
   void QuantizeRowsQ8(const float* x, int64_t rows, int64_t k, int64_t ld,     \
                       int8_t* q, float* d, int32_t* sum);                      \
   /* q8_0 × q8_0 GEMV over outputs [n0, n1) (p.xq set). */                    \
   void Q8GemvRange(const LinearProblem& p, int64_t n0, int64_t n1);            \
-  void ConvertRowsToBF16(const float* x, int64_t rows, int64_t cols,           \
-                         int64_t ld, uint16_t* out, int64_t ldb);              \
+  /* x rows [0, rows) (stride ld) rounded to bf16 (nearest even) into 16-row   \
+     slabs of bf16 pairs: slab s at out + s * 16 * kp (kp = (k + 1) / 2)       \
+     holds u32 [kp][16] = x[16s + l][2q] | x[16s + l][2q + 1] << 16 at         \
+     [q][l]; missing rows and the odd column are zero. */                      \
+  void PackBF16Pairs(const float* x, int64_t rows, int64_t k, int64_t ld,      \
+                     uint32_t* out);                                           \
   void DequantizeRows(WeightType t, const void* w, int64_t cols,               \
                       const int32_t* ids, int64_t n, float* out);              \
   void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t n,   \
