@@ -3,7 +3,8 @@
 //   512-bit loads (8 independent XOR chains), best of several passes.
 // - Peaks: register-only loops of independent FMAs / vdpbf16ps on all threads
 //   (a 16-lane FMA = 32 flop, a 16-lane vdpbf16ps = 64 flop).
-// - GEMV: y = x·Wᵀ with m = 1, cycling over enough copies of W (>= 256 MiB)
+// - GEMV: y = x·Wᵀ with m = 1, cycling over enough copies of W (>= 256 MiB
+//   and >= 4x the last-level cache)
 //   that no copy is in cache; GB/s counts weight bytes only.
 // - GEMM: the same shapes through Linear and through OpenBLAS cblas_sgemm
 //   (row-major x, W transposed), both with the same thread count.
@@ -163,8 +164,9 @@ int RunKernelsBench(const KernelsBenchOptions& options, std::FILE* out) {
     for (const Shape2& s : gemv_shapes) {
       const Tensor w0 = RandomWeight(dt, s.n, s.k, 1);
       const int64_t bytes = w0.nbytes();
+      const int64_t set_bytes = MemoryProbeBytes(int64_t{256} << 20);
       const int64_t copies =
-          std::max<int64_t>(1, ((int64_t{256} << 20) + bytes - 1) / bytes);
+          std::max<int64_t>(1, (set_bytes + bytes - 1) / bytes);
       std::vector<Tensor> ws = {w0};
       for (int64_t c = 1; c < copies; ++c) {
         Tensor w = Tensor::Empty(dt, {s.n, s.k});
