@@ -1805,38 +1805,37 @@ class UcxEngine final : public KvTransferEngine {
   // Copies `bytes` of the pool at `offset` into the staging buffer. For a
   // CUDA pool the copy is only queued: PoolCopyWait before using `dst`.
   absl::Status PoolCopyOut(char* dst, int64_t offset, int64_t bytes) {
-    const char* src = reinterpret_cast<const char*>(pool_.base) + offset;
-#if TESSERA_HAVE_CUDA
-    if (pool_memory_ == PoolMemory::kCuda) {
-      const cudaError_t e =
-          cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes),
-                          cudaMemcpyDeviceToHost, copy_stream_);
-      if (e != cudaSuccess) {
-        return absl::InternalError(fmt::format(
-            "staging copy of the KV pool failed: {}", cudaGetErrorString(e)));
-      }
-      return absl::OkStatus();
-    }
-#endif
-    std::memcpy(dst, src, static_cast<size_t>(bytes));
-    return absl::OkStatus();
+    return StagingCopy(dst, reinterpret_cast<const char*>(pool_.base) + offset,
+                       bytes, /*into_pool=*/false);
   }
 
   // Copies `bytes` from the landing area into the pool at `offset` (queued
   // for a CUDA pool: PoolCopyWait before reusing `src`).
   absl::Status PoolCopyIn(int64_t offset, const char* src, int64_t bytes) {
-    char* dst = reinterpret_cast<char*>(pool_.base) + offset;
+    return StagingCopy(reinterpret_cast<char*>(pool_.base) + offset, src, bytes,
+                       /*into_pool=*/true);
+  }
+
+  // One copy between the pool and host staging memory: queued on
+  // copy_stream_ for a CUDA pool, done on return for a host pool.
+  absl::Status StagingCopy(void* dst, const void* src, int64_t bytes,
+                           bool into_pool) {
 #if TESSERA_HAVE_CUDA
     if (pool_memory_ == PoolMemory::kCuda) {
-      const cudaError_t e =
-          cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes),
-                          cudaMemcpyHostToDevice, copy_stream_);
+      const cudaError_t e = cudaMemcpyAsync(
+          dst, src, static_cast<size_t>(bytes),
+          into_pool ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost,
+          copy_stream_);
       if (e != cudaSuccess) {
-        return absl::InternalError(fmt::format(
-            "landing copy into the KV pool failed: {}", cudaGetErrorString(e)));
+        return absl::InternalError(
+            fmt::format("{} the KV pool failed: {}",
+                        into_pool ? "landing copy into" : "staging copy of",
+                        cudaGetErrorString(e)));
       }
       return absl::OkStatus();
     }
+#else
+    (void)into_pool;
 #endif
     std::memcpy(dst, src, static_cast<size_t>(bytes));
     return absl::OkStatus();

@@ -46,21 +46,6 @@ int ParseByteToken(std::string_view t) {
   return v;
 }
 
-void ReplaceAll(std::string* s, std::string_view from, std::string_view to) {
-  if (from.empty()) return;
-  std::string out;
-  out.reserve(s->size());
-  size_t pos = 0;
-  for (size_t hit = s->find(from); hit != std::string::npos;
-       hit = s->find(from, pos)) {
-    out.append(*s, pos, hit - pos);
-    out.append(to);
-    pos = hit + from.size();
-  }
-  out.append(*s, pos);
-  *s = std::move(out);
-}
-
 class ModelTokenizer final : public Tokenizer {
  public:
   explicit ModelTokenizer(ModelTokenizerSpec spec) : spec_(std::move(spec)) {}

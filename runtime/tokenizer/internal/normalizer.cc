@@ -461,21 +461,6 @@ void ApplyWpmFold(std::string* text) {
   *text = std::move(out);
 }
 
-void ReplaceAll(std::string* s, std::string_view from, std::string_view to) {
-  if (from.empty()) return;
-  std::string out;
-  out.reserve(s->size());
-  size_t pos = 0;
-  for (size_t hit = s->find(from); hit != std::string::npos;
-       hit = s->find(from, pos)) {
-    out.append(*s, pos, hit - pos);
-    out.append(to);
-    pos = hit + from.size();
-  }
-  out.append(*s, pos);
-  *s = std::move(out);
-}
-
 absl::Status ReplaceRegex(const Regex& regex, std::string_view to,
                           std::string* s) {
   std::vector<std::pair<size_t, size_t>> matches;
@@ -649,6 +634,21 @@ absl::StatusOr<std::vector<PreTokenizeStep>> WpmPreTokenizerSteps() {
   if (!isolated.ok()) return isolated.status();
   steps.push_back(*std::move(isolated));
   return steps;
+}
+
+void ReplaceAll(std::string* s, std::string_view from, std::string_view to) {
+  if (from.empty()) return;
+  std::string out;
+  out.reserve(s->size());
+  size_t pos = 0;
+  for (size_t hit = s->find(from); hit != std::string::npos;
+       hit = s->find(from, pos)) {
+    out.append(*s, pos, hit - pos);
+    out.append(to);
+    pos = hit + from.size();
+  }
+  out.append(*s, pos);
+  *s = std::move(out);
 }
 
 }  // namespace tessera::tokenizer_internal

@@ -86,6 +86,9 @@ struct NormalizeStep {
 absl::Status Normalize(const std::vector<NormalizeStep>& steps,
                        std::string* text);
 
+// Replaces every occurrence of `from` (non-empty) in `*s` with `to`.
+void ReplaceAll(std::string* s, std::string_view from, std::string_view to);
+
 // Whether `cp` is in BERT's "Chinese character" blocks (CJK ideographs, as
 // Hugging Face and llama.cpp list them).
 bool IsBertChineseChar(uint32_t cp);
