@@ -227,10 +227,14 @@ absl::StatusOr<double> RunPerftest(int64_t bytes, int outstanding,
   const std::string common =
       fmt::format("-t ucp_put_bw -s {} -n {} -w {} -O {} -p {}", bytes, iters,
                   std::max<int64_t>(10, iters / 10), outstanding, port);
+  // Built before the fork: the child may only exec (this process has
+  // threads, and one may hold the allocator's lock at the fork).
+  const std::string server_cmd =
+      "exec ucx_perftest " + common + " >/dev/null 2>&1";
   pid_t server = ::fork();
   if (server == 0) {
-    const std::string cmd = "exec ucx_perftest " + common + " >/dev/null 2>&1";
-    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::execl("/bin/sh", "sh", "-c", server_cmd.c_str(),
+            static_cast<char*>(nullptr));
     ::_exit(127);
   }
   std::optional<double> mbps;
@@ -278,15 +282,41 @@ absl::Status RunBench(const KvFlags& f, int* exit_code) {
 
   absl::StatusOr<SenderResult> result;
   if (world.world_size == 1) {
-    // Fork the receiver before any UCX state exists in this process.
-    ASSIGN_OR_RETURN(auto server, comm::StoreServer::Start("127.0.0.1", 0));
-    const int port = server->port();
+    // Fork the receiver before this process starts any thread (the store
+    // server's, UCX's): a child forked from a threaded parent can deadlock
+    // on a lock another thread held at the fork (seen under ASan). The
+    // store's port reaches the child through a pipe.
+    int port_pipe[2];
+    if (::pipe(port_pipe) != 0) {
+      return absl::InternalError("bench kv-transfer: pipe() failed");
+    }
     pid_t child = ::fork();
     if (child == 0) {
+      ::close(port_pipe[1]);
+      int port = 0;
+      const ssize_t got = ::read(port_pipe[0], &port, sizeof(port));
+      ::close(port_pipe[0]);
+      if (got != static_cast<ssize_t>(sizeof(port)) || port <= 0) {
+        ::_exit(kExitFailure);
+      }
       auto store = comm::ConnectStore("127.0.0.1", port, timeout);
       ::_exit(store.ok() ? RunReceiver(store->get(), 1, block_bytes, f.blocks,
                                        f.malloc_pool, f.recv_staged)
                          : kExitFailure);
+    }
+    ::close(port_pipe[0]);
+    auto server = comm::StoreServer::Start("127.0.0.1", 0);
+    const int port = server.ok() ? (*server)->port() : 0;
+    // Port 0 tells the child to give up.
+    const bool sent = ::write(port_pipe[1], &port, sizeof(port)) ==
+                      static_cast<ssize_t>(sizeof(port));
+    ::close(port_pipe[1]);
+    if (!server.ok() || !sent) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, nullptr, 0);
+      return server.ok() ? absl::InternalError(
+                               "bench kv-transfer: cannot reach the receiver")
+                         : server.status();
     }
     ASSIGN_OR_RETURN(auto store,
                      comm::ConnectStore("127.0.0.1", port, timeout));
