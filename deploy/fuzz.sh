@@ -19,6 +19,9 @@ if ((${#targets[@]} == 0)); then
   echo "fuzz: no fuzz targets"
   exit 0
 fi
+artifacts="$root/build/fuzz/artifacts"
+mkdir -p "$artifacts"
+failed=()
 for bin in "${targets[@]}"; do
   name=$(basename "$bin")
   work=$(mktemp -d)
@@ -33,8 +36,27 @@ for bin in "${targets[@]}"; do
     corpus_dirs+=("$work/shared")
   fi
   echo "== fuzz $name for ${seconds}s"
-  "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-    -print_final_stats=1 "${corpus_dirs[@]}" 2>&1 | tail -n 4
+  # The whole log is kept: on a crash libFuzzer prints its final stats after the report, so
+  # a plain tail would show healthy-looking stats and hide the failure.
+  log="$artifacts/$name.log"
+  if "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+      -print_final_stats=1 -artifact_prefix="$artifacts/$name-" "${corpus_dirs[@]}" >"$log" 2>&1; then
+    tail -n 4 "$log"
+  else
+    echo "fuzz: $name FAILED; report (full log: $log):"
+    first=$(grep -n -m1 -E '^==[0-9]+==|ERROR: libFuzzer|runtime error' "$log" | cut -d: -f1 || true)
+    if [[ -n "$first" ]]; then
+      sed -n "${first},$((first + 119))p" "$log"
+    else
+      tail -n 60 "$log"
+    fi
+    ls -l "$artifacts" | grep -F "$name-" || true
+    failed+=("$name")
+  fi
   rm -rf "$work"
 done
+if ((${#failed[@]} > 0)); then
+  echo "fuzz: failed: ${failed[*]} (reproduce: build/fuzz/tests/fuzz/<target> <artifact>)"
+  exit 1
+fi
 echo "fuzz: ${#targets[@]} targets ran clean"

@@ -299,7 +299,10 @@ absl::StatusOr<ModelSpec> ParseHfConfig(std::string_view json_text,
     const std::string method = q.value("quant_method", std::string());
     if (method == "fp8") dtype = "fp8";
     if (method == "awq" || method == "gptq") {
-      dtype = q.value("bits", 4) == 8 ? "int8" : "int4";
+      // Compared as a double: json's get<int> would cast a huge float (UB).
+      const bool eight = q.contains("bits") && q["bits"].is_number() &&
+                         q["bits"].get<double>() == 8;
+      dtype = eight ? "int8" : "int4";
     }
   }
   s.weight_dtype = dtype;

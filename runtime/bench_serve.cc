@@ -15,6 +15,7 @@
 #include "fmt/format.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "runtime/internal/openai_protocol.h"
 
 namespace tessera {
 namespace {
@@ -104,34 +105,17 @@ BenchRequestResult SendOne(const BenchServeOptions& o, const std::string& model,
       buffer.erase(0, pos + 2);
       if (ev.rfind("data: ", 0) != 0) continue;
       ev.erase(0, 6);
-      if (ev == "[DONE]") {
+      const internal::StreamEvent e = internal::ParseStreamEvent(ev, chat);
+      if (e.kind == internal::StreamEvent::Kind::kDone) {
         got_done = true;
         continue;
       }
-      json j = json::parse(ev, nullptr, false);
-      if (j.is_discarded()) {
-        error_body = "malformed event: " + ev;
+      if (e.kind == internal::StreamEvent::Kind::kError) {
+        error_body = e.error;
         return false;
       }
-      if (j.contains("error")) {
-        error_body = j["error"].value("message", std::string("server error"));
-        return false;
-      }
-      if (j.contains("usage") && j["usage"].is_object()) {
-        usage_tokens = j["usage"].value("completion_tokens", int64_t{-1});
-      }
-      const json& choices = j["choices"];
-      if (!choices.is_array() || choices.empty()) continue;
-      const json& c = choices[0];
-      std::string text;
-      if (chat) {
-        if (c.contains("delta") && c["delta"].contains("content") &&
-            c["delta"]["content"].is_string()) {
-          text = c["delta"]["content"];
-        }
-      } else if (c.contains("text") && c["text"].is_string()) {
-        text = c["text"];
-      }
+      if (e.completion_tokens >= 0) usage_tokens = e.completion_tokens;
+      const std::string& text = e.text;
       if (text.empty()) continue;
       const auto now = Clock::now();
       if (content_chunks == 0) {

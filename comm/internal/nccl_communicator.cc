@@ -259,6 +259,20 @@ class NcclCommunicator final : public Communicator {
                                : DeviceFloat::kF32;
   }
 
+  // The shared step of both deterministic reductions: det_a_ holds size_
+  // chunks of `chunk` floats, chunk p destined for rank p; afterwards det_a_'s
+  // first chunk is the sum of every rank's chunk for this rank, added in rank
+  // order (det_b_ is clobbered).
+  absl::Status SumChunksInRankOrder(int64_t chunk) {
+    chunk_bytes_.assign(size_, chunk * static_cast<int64_t>(sizeof(float)));
+    RETURN_IF_ERROR(
+        EnqueueAllToAllV(reinterpret_cast<const char*>(det_a_), chunk_bytes_,
+                         reinterpret_cast<char*>(det_b_), chunk_bytes_));
+    return CudaStatus(
+        DeviceSumChunksInRankOrder(det_b_, size_, chunk, det_a_, stream_),
+        "rank-order sum");
+  }
+
   // Rank r reduces chunk r of the zero-padded f32 copy in rank order, then
   // every rank gathers all chunks (host twin: Communicator::AllReduceSum).
   absl::Status DeterministicAllReduce(void* data, int64_t count, DType dtype) {
@@ -275,14 +289,7 @@ class NcclCommunicator final : public Communicator {
         "scratch clear"));
     RETURN_IF_ERROR(
         CudaStatus(DeviceToF32(data, type, count, det_a_, stream_), "to f32"));
-    const std::vector<int64_t> sizes(
-        n, chunk * static_cast<int64_t>(sizeof(float)));
-    RETURN_IF_ERROR(EnqueueAllToAllV(reinterpret_cast<const char*>(det_a_),
-                                     sizes, reinterpret_cast<char*>(det_b_),
-                                     sizes));
-    RETURN_IF_ERROR(CudaStatus(
-        DeviceSumChunksInRankOrder(det_b_, n, chunk, det_a_, stream_),
-        "rank-order sum"));
+    RETURN_IF_ERROR(SumChunksInRankOrder(chunk));
     RETURN_IF_ERROR(
         NcclStatus(ncclAllGather(det_a_, det_b_, static_cast<size_t>(chunk),
                                  ncclFloat32, comm_, stream_),
@@ -296,20 +303,12 @@ class NcclCommunicator final : public Communicator {
                                           int64_t count_per_rank, DType dtype) {
     ASSIGN_OR_RETURN(ncclDataType_t unused, NcclType(dtype));
     (void)unused;
-    const int n = size_;
-    const int64_t total = count_per_rank * n;
+    const int64_t total = count_per_rank * size_;
     RETURN_IF_ERROR(ReserveScratch(total));
     const DeviceFloat type = ToDeviceFloat(dtype);
     RETURN_IF_ERROR(
         CudaStatus(DeviceToF32(send, type, total, det_a_, stream_), "to f32"));
-    const std::vector<int64_t> sizes(
-        n, count_per_rank * static_cast<int64_t>(sizeof(float)));
-    RETURN_IF_ERROR(EnqueueAllToAllV(reinterpret_cast<const char*>(det_a_),
-                                     sizes, reinterpret_cast<char*>(det_b_),
-                                     sizes));
-    RETURN_IF_ERROR(CudaStatus(
-        DeviceSumChunksInRankOrder(det_b_, n, count_per_rank, det_a_, stream_),
-        "rank-order sum"));
+    RETURN_IF_ERROR(SumChunksInRankOrder(count_per_rank));
     RETURN_IF_ERROR(
         CudaStatus(DeviceFromF32(det_a_, type, count_per_rank, recv, stream_),
                    "from f32"));
@@ -327,6 +326,7 @@ class NcclCommunicator final : public Communicator {
   float* det_a_ = nullptr;
   float* det_b_ = nullptr;
   int64_t scratch_floats_ = 0;
+  std::vector<int64_t> chunk_bytes_;  // all-to-all sizes, reused per call
 };
 
 }  // namespace

@@ -411,4 +411,51 @@ std::string DumpJson(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+StreamEvent ParseStreamEvent(std::string_view data, bool chat) {
+  using nlohmann::json;
+  StreamEvent ev;
+  if (data == "[DONE]") {
+    ev.kind = StreamEvent::Kind::kDone;
+    return ev;
+  }
+  const json j = json::parse(data, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    ev.kind = StreamEvent::Kind::kError;
+    ev.error = "malformed event: " + std::string(data.substr(0, 200));
+    return ev;
+  }
+  // Only find()/is_*() below: operator[] and value() throw on a wrong type,
+  // and another server's shapes are not ours to trust.
+  if (auto e = j.find("error"); e != j.end()) {
+    ev.kind = StreamEvent::Kind::kError;
+    auto m = e->is_object() ? e->find("message") : e->end();
+    ev.error = e->is_object() && m != e->end() && m->is_string()
+                   ? m->get<std::string>()
+                   : "server error: " + DumpJson(*e);
+    return ev;
+  }
+  if (auto u = j.find("usage"); u != j.end() && u->is_object()) {
+    // Integers only: converting a float such as 1e30 would be undefined.
+    auto t = u->find("completion_tokens");
+    if (t != u->end() && t->is_number_integer() && t->get<int64_t>() >= 0) {
+      ev.completion_tokens = t->get<int64_t>();
+    }
+  }
+  auto choices = j.find("choices");
+  if (choices == j.end() || !choices->is_array() || choices->empty() ||
+      !choices->front().is_object()) {
+    return ev;
+  }
+  const json& c = choices->front();
+  const json* holder = &c;
+  if (chat) {
+    auto d = c.find("delta");
+    if (d == c.end() || !d->is_object()) return ev;
+    holder = &*d;
+  }
+  auto t = holder->find(chat ? "content" : "text");
+  if (t != holder->end() && t->is_string()) ev.text = t->get<std::string>();
+  return ev;
+}
+
 }  // namespace tessera::internal

@@ -53,4 +53,22 @@ bool ParseOpenAiRequest(std::string_view body, Endpoint endpoint,
 // json::dump that replaces invalid UTF-8 instead of throwing.
 std::string DumpJson(const nlohmann::json& j);
 
+// One server-sent event of a streamed completion, as a client reads it.
+struct StreamEvent {
+  enum class Kind {
+    kDone,   // "[DONE]"
+    kChunk,  // a completion chunk (text may be empty)
+    kError,  // an error object, or data that is not a JSON object
+  };
+  Kind kind = Kind::kChunk;
+  std::string text;                // kChunk: choices[0]'s text or delta.
+  int64_t completion_tokens = -1;  // usage.completion_tokens, when an int.
+  std::string error;               // kError: the message.
+};
+
+// Parses the data of one event (after "data: ") of a /v1/completions
+// (`chat` false) or /v1/chat/completions stream from any server (untrusted;
+// fuzzed with the request parser). Never throws.
+StreamEvent ParseStreamEvent(std::string_view data, bool chat);
+
 }  // namespace tessera::internal

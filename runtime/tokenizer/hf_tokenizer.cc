@@ -106,6 +106,17 @@ bool BoolOr(const json& j, const char* key, bool dflt) {
   return j.at(key).get<bool>();
 }
 
+// An integer field, or `dflt` when absent. A float or string is an error:
+// json's own conversion would cast 1e25 to int, which is undefined behaviour.
+int64_t IntOr(const json& j, const char* key, int64_t dflt) {
+  if (!j.contains(key) || j.at(key).is_null()) return dflt;
+  if (!j.at(key).is_number_integer()) {
+    Fail(absl::StatusCode::kInvalidArgument,
+         fmt::format("{} {} is not an integer", key, j.at(key).dump()));
+  }
+  return j.at(key).get<int64_t>();
+}
+
 void AddNormalizer(const json& j, ModelTokenizerSpec* spec, int depth = 0) {
   if (j.is_null()) return;
   CheckDepth(depth);
@@ -419,7 +430,7 @@ std::unique_ptr<Tokenizer> Build(std::string_view tokenizer_json,
   if (model_type == "WordPiece") {
     spec.continuing_prefix =
         model.value("continuing_subword_prefix", std::string("##"));
-    const int64_t max_chars = model.value("max_input_chars_per_word", 100);
+    const int64_t max_chars = IntOr(model, "max_input_chars_per_word", 100);
     spec.max_input_chars_per_word = static_cast<int32_t>(
         std::clamp<int64_t>(max_chars, 0, std::numeric_limits<int32_t>::max()));
   }

@@ -1,6 +1,6 @@
 // Fuzzes the OpenAI request parser (HTTP bodies are untrusted): it must never
 // crash, throw or hang, and a parsed request must satisfy the validated
-// ranges.
+// ranges. The same bytes go through the client's stream-event parser.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -15,6 +15,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto endpoint = static_cast<Endpoint>(data[0] % 4);
   const std::string_view body(reinterpret_cast<const char*>(data + 1),
                               size - 1);
+  const tessera::internal::StreamEvent ev =
+      tessera::internal::ParseStreamEvent(body, (data[0] & 1) != 0);
+  if (ev.completion_tokens < -1) __builtin_trap();
   tessera::internal::OpenAiRequest req;
   tessera::internal::RequestError error;
   if (tessera::internal::ParseOpenAiRequest(body, endpoint, &req, &error)) {

@@ -98,6 +98,29 @@ TEST(ModelSpecTest, RejectsBadConfigs) {
             absl::StatusCode::kNotFound);
 }
 
+// Quantized checkpoints: bits 8 → int8, anything else → int4. A huge float
+// for bits used to go through json's get<int> (undefined behaviour).
+TEST(ModelSpecTest, QuantizationBits) {
+  auto with_bits = [](const std::string& bits) {
+    return ParseHfConfig(
+        R"({"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+            "intermediate_size": 128, "vocab_size": 32,
+            "quantization_config": {"quant_method": "awq", "bits": )" +
+            bits + "}}",
+        "q");
+  };
+  for (const char* eight : {"8", "8.0"}) {
+    auto m = with_bits(eight);
+    ASSERT_TRUE(m.ok()) << eight << ": " << m.status();
+    EXPECT_EQ(m->weight_dtype, "int8") << eight;
+  }
+  for (const char* other : {"4", "1e25", "\"8\""}) {
+    auto m = with_bits(other);
+    ASSERT_TRUE(m.ok()) << other << ": " << m.status();
+    EXPECT_EQ(m->weight_dtype, "int4") << other;
+  }
+}
+
 TEST(ModelSpecTest, ReadsGgufMetadata) {
   TESSERA_REQUIRE_SHARED(shared);
   auto m = LoadModelSpec(shared + "/models/moe-tiny/model-f16.gguf");

@@ -14,6 +14,7 @@
 #include "runtime/formats/gguf.h"
 #include "runtime/tokenizer.h"
 #include "runtime/tokenizer/internal/normalizer.h"
+#include "tests/runtime/tokenizer/tokenizer_test_util.h"
 #include "tests/util/test_util.h"
 
 namespace tessera {
@@ -25,19 +26,8 @@ using json = nlohmann::json;
 using tokenizer_internal::NormalizeStep;
 using Kind = tokenizer_internal::NormalizeStep::Kind;
 
-std::vector<int32_t> Enc(const Tokenizer& t, std::string_view text,
-                         bool add_special = false, bool parse_special = false) {
-  auto ids = t.Encode(text, add_special, parse_special);
-  EXPECT_TRUE(ids.ok()) << ids.status();
-  return ids.ok() ? *ids : std::vector<int32_t>{};
-}
-
-std::string Dec(const Tokenizer& t, const std::vector<int32_t>& ids,
-                bool skip_special = false) {
-  auto text = t.Decode(ids, skip_special);
-  EXPECT_TRUE(text.ok()) << text.status();
-  return text.ok() ? *text : std::string();
-}
+using tokenizer_test::Dec;
+using tokenizer_test::Enc;
 
 std::unique_ptr<Tokenizer> FromJson(const json& j) {
   auto t = TokenizerFromHfJson(j.dump(), "", "", "test.json");
@@ -230,6 +220,20 @@ TEST(WordPieceTest, LongWordsAreUnknown) {
   ASSERT_NE(t, nullptr);
   // 9 characters > 5: [UNK] without trying pieces.
   EXPECT_THAT(Enc(*t, "unaffable hello"), ElementsAre(0, 6));
+}
+
+// Regression (fuzzer): a float that does not fit an int used to be converted
+// by json's get<int>, which is undefined behaviour; now it is a Status.
+TEST(WordPieceTest, NonIntegerLimitIsInvalidArgument) {
+  for (const json& bad : {json(1.00556e25), json(7.5), json("100")}) {
+    json j = BertJson();
+    j["model"]["max_input_chars_per_word"] = bad;
+    auto t = TokenizerFromHfJson(j.dump(), "", "", "test.json");
+    ASSERT_FALSE(t.ok()) << bad.dump();
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(t.status().message()),
+                HasSubstr("max_input_chars_per_word"));
+  }
 }
 
 TEST(WordPieceTest, DecoderJoinsPiecesAndCleansUp) {

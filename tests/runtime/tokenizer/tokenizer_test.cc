@@ -15,6 +15,7 @@
 #include "runtime/formats/gguf.h"
 #include "runtime/tokenizer/internal/pretokenizer.h"
 #include "runtime/tokenizer/internal/utf8.h"
+#include "tests/runtime/tokenizer/tokenizer_test_util.h"
 #include "tests/util/test_util.h"
 
 namespace tessera {
@@ -24,19 +25,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
-std::vector<int32_t> Enc(const Tokenizer& t, std::string_view text,
-                         bool add_special = false, bool parse_special = false) {
-  auto ids = t.Encode(text, add_special, parse_special);
-  EXPECT_TRUE(ids.ok()) << ids.status();
-  return ids.ok() ? *ids : std::vector<int32_t>{};
-}
-
-std::string Dec(const Tokenizer& t, const std::vector<int32_t>& ids,
-                bool skip_special = false) {
-  auto text = t.Decode(ids, skip_special);
-  EXPECT_TRUE(text.ok()) << text.status();
-  return text.ok() ? *text : std::string();
-}
+using tokenizer_test::Dec;
+using tokenizer_test::Enc;
 
 // --- byte tokenizer -------------------------------------------------------
 
