@@ -9,6 +9,7 @@
 // CPUID checks.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -166,6 +167,9 @@ struct Traits {
   // Weight rows per GEMV tile (more concurrent DRAM streams).
   static constexpr int kGemvNr = 4;
   static constexpr int kGemvMaxM = 3;
+  // m <= kGemvRowMaxM streams W one row at a time (kernels_impl.inc); 0:
+  // never (not measured on an AVX2-only CPU, so the tiles stay).
+  static constexpr int kGemvRowMaxM = 0;
   // Largest m whose f32 (q8_0) weights are streamed; f16 always is.
   static constexpr int kStreamMaxM = 64;
   static constexpr int kStreamMaxMQ8 = 16;

@@ -15,6 +15,7 @@
 // -mfma -mf16c (kernels/CMakeLists.txt); only called after CPUID checks.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -168,6 +169,8 @@ struct Traits {
   // Weight rows per GEMV tile (more concurrent DRAM streams).
   static constexpr int kGemvNr = 6;
   static constexpr int kGemvMaxM = 4;
+  // m <= kGemvRowMaxM streams W one row at a time (kernels_impl.inc).
+  static constexpr int kGemvRowMaxM = 1;
   // Largest m whose f32 (q8_0) weights are streamed; f16 always is.
   static constexpr int kStreamMaxM = 64;
   static constexpr int kStreamMaxMQ8 = 16;

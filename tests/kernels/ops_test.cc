@@ -207,6 +207,50 @@ TEST(LinearTest, Bf16DotGemmBlockEdgesAndPartitionInvariance) {
   }
 }
 
+// Streamed Linear (decode): a row's result must not depend on how many rows
+// share the call. One activation row reads W one row at a time (f16, bf16,
+// q8_0 on AVX-512), more rows use multi-row tiles with the next tile
+// prefetched; both accumulate each dot product in the same order, so every
+// row of an m-row call (m up to the streamed limit, odd n and k with lane
+// tails) equals that row computed alone, bit for bit, with and without a
+// bias, on every thread count.
+TEST(LinearTest, StreamedRowsEqualTheRowAloneBitForBit) {
+  ThreadPool pool(2);
+  for (Isa isa : SupportedIsas()) {
+    if (isa == Isa::kScalar) continue;
+    for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
+      for (const auto& [n, k] :
+           {std::pair<int64_t, int64_t>{37, 2049}, {131, 64}, {7, 19}}) {
+        const std::vector<float> x = RandomVector(16 * k, 41 + k);
+        const std::vector<float> bias = RandomVector(n, 42);
+        const Tensor w = RandomWeight(dt, n, k, 43 + n);
+        // exact: bf16 keeps f32 activations (the rounded-activation bf16
+        // GEMM above m = 4 is another path with its own invariance test).
+        const Context ctx{&pool, isa, /*exact=*/true};
+        for (const float* b :
+             {static_cast<const float*>(nullptr), bias.data()}) {
+          std::vector<float> alone(16 * n);
+          for (int64_t i = 0; i < 16; ++i) {
+            ASSERT_TRUE(Linear(ctx, x.data() + i * k, 1, k, w, b,
+                               alone.data() + i * n, n)
+                            .ok());
+          }
+          for (int64_t m : {2, 3, 4, 5, 16}) {
+            std::vector<float> batch(m * n);
+            ASSERT_TRUE(
+                Linear(ctx, x.data(), m, k, w, b, batch.data(), n).ok());
+            int64_t bad = 0;
+            for (int64_t i = 0; i < m * n; ++i) bad += batch[i] != alone[i];
+            EXPECT_EQ(bad, 0)
+                << IsaName(isa) << " " << DTypeName(dt) << " n=" << n
+                << " k=" << k << " m=" << m << (b != nullptr ? " bias" : "");
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(LinearTest, RejectsBadInput) {
   std::vector<float> x(64), y(64);
   const Tensor i32 = Tensor::Zeros(DType::kI32, {2, 4});
