@@ -87,7 +87,9 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
                              "serial_fraction",
                              "attention_efficiency",
                              "softmax_ns_per_score",
+                             "attention_memory_efficiency",
                              "token_overhead_us",
+                             "head_overhead_us",
                              "step_overhead_us",
                              "cached_bandwidth_gain"}));
   DeviceProfile p = base ? *base : DeviceProfile{};
@@ -154,6 +156,9 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
                    GetNumber(j, w, "softmax_ns_per_score",
                              p.softmax_seconds_per_score * 1e9, false, false));
   p.softmax_seconds_per_score = softmax_ns * 1e-9;
+  ASSIGN_OR_RETURN(p.attention_memory_efficiency,
+                   GetNumber(j, w, "attention_memory_efficiency",
+                             p.attention_memory_efficiency, false, false));
   ASSIGN_OR_RETURN(
       p.link_efficiency,
       GetNumber(j, w, "link_efficiency", p.link_efficiency, false, true));
@@ -165,6 +170,10 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
       double tov, GetNumber(j, w, "token_overhead_us", p.token_overhead_s * 1e6,
                             false, false));
   p.token_overhead_s = tov * 1e-6;
+  ASSIGN_OR_RETURN(double hov,
+                   GetNumber(j, w, "head_overhead_us", p.head_overhead_s * 1e6,
+                             false, false));
+  p.head_overhead_s = hov * 1e-6;
   ASSIGN_OR_RETURN(double sov,
                    GetNumber(j, w, "step_overhead_us", p.step_overhead_s * 1e6,
                              false, false));
@@ -291,6 +300,11 @@ absl::Status ValidateDeviceProfile(const DeviceProfile& p) {
     return absl::InvalidArgumentError(
         w + ": attention_efficiency must be in [0, 1]");
   }
+  if (!(p.attention_memory_efficiency >= 0 &&
+        p.attention_memory_efficiency <= 1)) {
+    return absl::InvalidArgumentError(
+        w + ": attention_memory_efficiency must be in [0, 1]");
+  }
   if (!(p.serial_fraction >= 0 && p.serial_fraction <= 1)) {
     return absl::InvalidArgumentError(w +
                                       ": serial_fraction must be in [0, 1]");
@@ -342,11 +356,14 @@ std::string DeviceProfileToJson(const DeviceProfile& p) {
          {"inter_node_link", LinkToJson(p.inter_node)}};
   if (p.serial_fraction > 0) j["serial_fraction"] = p.serial_fraction;
   if (p.token_overhead_s > 0) j["token_overhead_us"] = p.token_overhead_s * 1e6;
+  if (p.head_overhead_s > 0) j["head_overhead_us"] = p.head_overhead_s * 1e6;
   if (p.step_overhead_s > 0) j["step_overhead_us"] = p.step_overhead_s * 1e6;
   if (p.attention_efficiency > 0)
     j["attention_efficiency"] = p.attention_efficiency;
   if (p.softmax_seconds_per_score > 0)
     j["softmax_ns_per_score"] = p.softmax_seconds_per_score * 1e9;
+  if (p.attention_memory_efficiency > 0)
+    j["attention_memory_efficiency"] = p.attention_memory_efficiency;
   if (!p.compute_efficiency_by_dtype.empty())
     j["compute_efficiency_by_dtype"] = p.compute_efficiency_by_dtype;
   if (!p.memory_efficiency_by_dtype.empty())

@@ -47,11 +47,15 @@ struct DeviceProfile {
   double serial_fraction = 0;
   // Attention core (QKᵀ, softmax, PV) when it runs differently from GEMMs:
   // the fraction of peak its matrix products reach (0: compute_efficiency),
-  // and seconds of softmax work (max, exp, rescale) per score, i.e. per
-  // (query, key, head), which does not shrink with the head dimension
-  // (0: hidden, as in fused GPU kernels at large head dims).
+  // seconds of softmax work (max, exp, rescale) per score, i.e. per
+  // (query, key, head), which does not shrink with the head dimension and
+  // overlaps the products (compute = the larger of the two; 0: hidden, as
+  // in fused GPU kernels at large head dims), and the fraction of the
+  // memory bandwidth its KV-cache reads reach (rows of one head scattered
+  // over paged blocks; 0: memory_efficiency).
   double attention_efficiency = 0;
   double softmax_seconds_per_score = 0;
+  double attention_memory_efficiency = 0;
   // Fixed per-layer launch/sync cost of one forward step (kernel launches,
   // norms, rotary...), and memory kept free (context, allocator slack).
   double layer_overhead_s = 10e-6;
@@ -59,6 +63,10 @@ struct DeviceProfile {
   // set-up, per-sequence attention and sampling bookkeeping); 0 on GPUs,
   // where it hides in the kernels; measured by `tessera calibrate`.
   double token_overhead_s = 0;
+  // The part of that cost paid per query head on this rank (per token per
+  // layer: rotary, per-head projections and cache writes, attention state
+  // set-up and normalization); 0 on GPUs; measured by `tessera calibrate`.
+  double head_overhead_s = 0;
   // Fixed cost of one forward step on a rank outside its layers (embedding
   // gather, final norm, sampling set-up, the runner's own bookkeeping); 0 on
   // GPUs (hidden behind kernels); measured by `tessera calibrate`.

@@ -143,8 +143,9 @@ LayerCost CostModel::Layer(const BatchShape& b, const Layout& l,
 
   // QK^T and PV: 2 × 2 FLOPs per (query, key) pair per head dimension.
   c.attn_core.flops = 4 * heads_rank * hd * b.attn_pairs;
-  c.attn_core.serial_s =
+  c.attn_core.score_s =
       heads_rank * b.attn_pairs * device_.softmax_seconds_per_score;
+  c.attn_core.memory_efficiency = device_.attention_memory_efficiency;
   c.attn_core.bytes = b.kv_read_tokens * 2 * kv_rank * hd * kvb +  // KV reads
                       t * 2 * kv_rank * hd * kvb +                 // KV writes
                       t * 2 * heads_rank * hd * ab;  // Q in, O out
@@ -181,6 +182,7 @@ LayerCost CostModel::Layer(const BatchShape& b, const Layout& l,
   }
   c.allreduce_bytes = l.tp > 1 ? t * h * ab : 0;
   c.tokens = t;
+  c.heads = heads_rank;
   const double gain = device_.BandwidthGain(StepWorkingSetBytes(b, l));
   c.attn_linear.bandwidth_gain = c.attn_core.bandwidth_gain =
       c.ffn.bandwidth_gain = gain;
@@ -209,11 +211,13 @@ double CostModel::OpTime(const OpCost& c) const {
 
 double CostModel::OpTime(const OpCost& c, double compute_efficiency) const {
   const std::string& d = model_.weight_dtype;
-  const double compute =
-      c.flops / (device_.PeakFlops(d) * compute_efficiency) + c.serial_s;
-  const double memory =
-      c.bytes / (device_.memory_bandwidth_bytes_per_s *
-                 device_.MemoryEfficiency(d) * c.bandwidth_gain);
+  const double compute = std::max(
+      c.flops / (device_.PeakFlops(d) * compute_efficiency), c.score_s);
+  const double memory_efficiency = c.memory_efficiency > 0
+                                       ? c.memory_efficiency
+                                       : device_.MemoryEfficiency(d);
+  const double memory = c.bytes / (device_.memory_bandwidth_bytes_per_s *
+                                   memory_efficiency * c.bandwidth_gain);
   return std::max(compute, memory) +
          device_.serial_fraction * std::min(compute, memory);
 }
@@ -225,7 +229,8 @@ double CostModel::LayerComputeTime(const LayerCost& c) const {
           : device_.ComputeEfficiency(model_.weight_dtype);
   return OpTime(c.attn_linear) + OpTime(c.attn_core, attention_efficiency) +
          OpTime(c.ffn) + device_.layer_overhead_s +
-         device_.token_overhead_s * c.tokens;
+         (device_.token_overhead_s + device_.head_overhead_s * c.heads) *
+             c.tokens;
 }
 
 double CostModel::ActivationBytes(const Layout& l, double max_tokens,

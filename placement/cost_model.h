@@ -53,14 +53,19 @@ struct BatchShape {
 struct OpCost {
   double flops = 0;
   double bytes = 0;
-  // Compute time that is not FLOPs at peak (the softmax's per-score work).
-  double serial_s = 0;
+  // Compute time of work that is not FLOPs (the softmax's per-score max,
+  // exp and sums). It issues on other execution ports than the products'
+  // FMAs, so the compute time is the larger of the two, not their sum.
+  double score_s = 0;
   // Bandwidth multiplier of the step this operator belongs to (its working
   // set may stay cached between steps; DeviceProfile::BandwidthGain).
   double bandwidth_gain = 1;
+  // Fraction of the memory bandwidth this operator's reads reach; 0: the
+  // device's for the weight dtype (attention's KV reads have their own).
+  double memory_efficiency = 0;
   OpCost operator+(const OpCost& o) const {
-    return {flops + o.flops, bytes + o.bytes, serial_s + o.serial_s,
-            bandwidth_gain};
+    return {flops + o.flops, bytes + o.bytes, score_s + o.score_s,
+            bandwidth_gain, memory_efficiency};
   }
 };
 
@@ -72,6 +77,7 @@ struct LayerCost {
   double allreduce_bytes = 0;   // per all-reduce; 2 per layer when tp > 1
   double expert_imbalance = 1;  // max/mean tokens per EP rank
   double tokens = 0;            // tokens the layer processes on this rank
+  double heads = 0;             // query heads on this rank
 };
 
 // Memory of one rank (bytes).

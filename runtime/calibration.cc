@@ -95,21 +95,31 @@ absl::StatusOr<double> TimeLinear(const kernels::Context& ctx, const Tensor& w,
   return t;
 }
 
-// Seconds of causal attention over one `tokens`-token prompt (all of it in
-// the paged cache), `heads` query heads over `heads / 2` KV heads.
-absl::StatusOr<double> TimeAttention(const kernels::Context& ctx,
-                                     int64_t tokens, int64_t heads,
-                                     int64_t head_dim, double min_seconds) {
+// Seconds of one attention call of `seqs` sequences at context `context`,
+// each with its last `q_len` tokens as queries (q_len = context: a causal
+// prompt; 1: decode), `heads` query heads over `heads / 2` KV heads, all of
+// the context in the paged cache. With `groups` > 1 the calls rotate over
+// that many sequence groups with their own blocks (the time is per call), so
+// that a set larger than the caches is read cold, as in a decode step, where
+// the weights stream through the caches between layers.
+absl::StatusOr<double> TimeAttention(const kernels::Context& ctx, int64_t seqs,
+                                     int64_t q_len, int64_t context,
+                                     int64_t heads, int64_t head_dim,
+                                     int64_t groups, double min_seconds) {
   constexpr int64_t kBlock = 16;
   const int64_t kv_heads = std::max<int64_t>(1, heads / 2);
-  const int64_t blocks = (tokens + kBlock - 1) / kBlock;
-  std::vector<float> k(blocks * kBlock * kv_heads * head_dim, 0.02f);
+  const int64_t blocks_per_seq = (context + kBlock - 1) / kBlock;
+  const int64_t group_blocks = seqs * blocks_per_seq;
+  std::vector<float> k(groups * group_blocks * kBlock * kv_heads * head_dim,
+                       0.02f);
   std::vector<float> v(k.size(), 0.5f);
-  std::vector<float> q(tokens * heads * head_dim, 0.01f), out(q.size());
-  std::vector<int32_t> table(blocks);
-  for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>(b);
-  const int32_t query_start[2] = {0, static_cast<int32_t>(tokens)};
-  const int32_t context_len[1] = {static_cast<int32_t>(tokens)};
+  std::vector<float> q(seqs * q_len * heads * head_dim, 0.01f), out(q.size());
+  std::vector<int32_t> table(groups * group_blocks);
+  for (size_t b = 0; b < table.size(); ++b) table[b] = static_cast<int32_t>(b);
+  std::vector<int32_t> query_start(seqs + 1);
+  for (int64_t s = 0; s <= seqs; ++s)
+    query_start[s] = static_cast<int32_t>(s * q_len);
+  const std::vector<int32_t> context_len(seqs, static_cast<int32_t>(context));
   kernels::KvCacheView cache;
   cache.k = k.data();
   cache.v = v.data();
@@ -117,21 +127,23 @@ absl::StatusOr<double> TimeAttention(const kernels::Context& ctx,
   cache.num_kv_heads = kv_heads;
   cache.head_dim = head_dim;
   kernels::AttentionBatch batch;
-  batch.num_seqs = 1;
-  batch.query_start = query_start;
-  batch.context_len = context_len;
-  batch.block_tables = table.data();
-  batch.max_blocks_per_seq = blocks;
+  batch.num_seqs = seqs;
+  batch.query_start = query_start.data();
+  batch.context_len = context_len.data();
+  batch.max_blocks_per_seq = blocks_per_seq;
   absl::Status status;
   const double t = BestTime(min_seconds, [&] {
-    absl::Status s = kernels::PagedAttention(
-        ctx, q.data(), heads * head_dim, cache, batch, heads,
-        1.0f / std::sqrt(static_cast<float>(head_dim)), out.data(),
-        heads * head_dim);
-    if (!s.ok()) status = s;
+    for (int64_t g = 0; g < groups; ++g) {
+      batch.block_tables = table.data() + g * group_blocks;
+      absl::Status s = kernels::PagedAttention(
+          ctx, q.data(), heads * head_dim, cache, batch, heads,
+          1.0f / std::sqrt(static_cast<float>(head_dim)), out.data(),
+          heads * head_dim);
+      if (!s.ok()) status = s;
+    }
   });
   RETURN_IF_ERROR(status);
-  return t;
+  return t / static_cast<double>(groups);
 }
 
 // One-directional copy between two buffers (what a shared-memory transport
@@ -165,16 +177,16 @@ std::pair<double, double> MeasureCopyLink(double seconds) {
 // A model so small that its weights and KV stay in cache: its step time is
 // almost all fixed costs (norms, rotary, attention set-up, thread hand-offs,
 // sampling), which calibration splits into per-layer and per-token parts.
-absl::StatusOr<Model> TinyModel(int64_t layers) {
+absl::StatusOr<Model> TinyModel(int64_t layers, int64_t heads = 4) {
   ModelConfig c;
   c.architecture = "llama";
   c.vocab_size = 256;
   c.hidden_size = 64;
   c.intermediate_size = 128;
   c.num_hidden_layers = layers;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
+  c.num_attention_heads = heads;
+  c.num_key_value_heads = heads / 2;
+  c.head_dim = 64 / heads;
   c.max_position_embeddings = 256;
   return SynthesizeModel(c, DType::kF32, 7);
 }
@@ -222,20 +234,27 @@ absl::StatusOr<double> TimeTinyDecode(const Model& model, int threads,
   return t;
 }
 
-// Sets p's step, layer and token overheads from decode steps of the tiny
-// model at 2 and 8 layers (batch 1) and 8 layers at batch 16: what the cost
-// model (with no overheads) does not explain, split into a per-step constant,
-// a per-layer constant and a per-token-per-layer part.
+// Sets p's step, layer, token and head overheads from decode steps of the
+// tiny model at 2 and 8 layers (batch 1), 8 layers at batch 16, and the same
+// 8 layers with twice the heads (half the head dim, same weights' shapes) at
+// batch 1 and 16: what the cost model (with no overheads) does not explain,
+// split into a per-step constant, a per-layer constant and a per-token-per-
+// layer part, of which a share grows with the query heads.
 absl::Status FitOverheads(int threads, double seconds,
                           placement::DeviceProfile* p) {
-  constexpr int64_t kFewLayers = 2, kLayers = 8, kBatch = 16;
+  constexpr int64_t kFewLayers = 2, kLayers = 8, kBatch = 16, kHeads = 4,
+                    kWideHeads = 8;
   ASSIGN_OR_RETURN(Model few, TinyModel(kFewLayers));
   ASSIGN_OR_RETURN(Model tiny, TinyModel(kLayers));
+  ASSIGN_OR_RETURN(Model wide, TinyModel(kLayers, kWideHeads));
   ASSIGN_OR_RETURN(double t_few, TimeTinyDecode(few, threads, 1, seconds));
   ASSIGN_OR_RETURN(double t1, TimeTinyDecode(tiny, threads, 1, seconds));
   ASSIGN_OR_RETURN(double tb, TimeTinyDecode(tiny, threads, kBatch, seconds));
+  ASSIGN_OR_RETURN(double tw1, TimeTinyDecode(wide, threads, 1, seconds));
+  ASSIGN_OR_RETURN(double twb, TimeTinyDecode(wide, threads, kBatch, seconds));
   p->layer_overhead_s = 0;
   p->token_overhead_s = 0;
+  p->head_overhead_s = 0;
   p->step_overhead_s = 0;
   placement::ClusterSpec cluster;
   cluster.hosts = {"localhost"};
@@ -254,11 +273,17 @@ absl::Status FitOverheads(int threads, double seconds,
   const double r_few = residual(few, 1, t_few);
   const double r1 = residual(tiny, 1, t1);
   const double rb = residual(tiny, kBatch, tb);
+  const double rw1 = residual(wide, 1, tw1);
+  const double rwb = residual(wide, kBatch, twb);
   const double per_layer =
       std::max(0.0, (r1 - r_few) / static_cast<double>(kLayers - kFewLayers));
-  p->token_overhead_s =
-      std::max(0.0, (rb - r1) / static_cast<double>((kBatch - 1) * kLayers));
-  p->layer_overhead_s = std::max(0.0, per_layer - p->token_overhead_s);
+  const double tokens = static_cast<double>((kBatch - 1) * kLayers);
+  const double per_token = std::max(0.0, (rb - r1) / tokens);
+  const double per_token_wide = std::max(0.0, (rwb - rw1) / tokens);
+  p->head_overhead_s =
+      std::max(0.0, (per_token_wide - per_token) / (kWideHeads - kHeads));
+  p->token_overhead_s = std::max(0.0, per_token - p->head_overhead_s * kHeads);
+  p->layer_overhead_s = std::max(0.0, per_layer - per_token);
   p->step_overhead_s =
       std::max(0.0, r1 - static_cast<double>(kLayers) * per_layer);
   return absl::OkStatus();
@@ -444,27 +469,56 @@ absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
   }
 
   // Attention: per score (query, key, head) it costs 4·head_dim FLOPs of
-  // matrix products plus softmax work that does not depend on head_dim; two
-  // head dims separate the two.
+  // matrix products and softmax work (max, exp, sums) that does not depend
+  // on head_dim; the two overlap, so a small head dim times the per-score
+  // work and a large one the products.
   std::string attention_note;
   {
     constexpr int64_t kTokens = 512, kHeads = 8, kSmallDim = 16,
                       kLargeDim = 128;
     ASSIGN_OR_RETURN(double t_small,
-                     TimeAttention(ctx, kTokens, kHeads, kSmallDim, o.seconds));
+                     TimeAttention(ctx, 1, kTokens, kTokens, kHeads, kSmallDim,
+                                   1, o.seconds));
     ASSIGN_OR_RETURN(double t_large,
-                     TimeAttention(ctx, kTokens, kHeads, kLargeDim, o.seconds));
+                     TimeAttention(ctx, 1, kTokens, kTokens, kHeads, kLargeDim,
+                                   1, o.seconds));
     const double scores = kHeads * kTokens * (kTokens + 1) / 2.0;
-    const double per_flop = std::max(
-        1e-15, (t_large - t_small) / (scores * 4.0 * (kLargeDim - kSmallDim)));
-    p.attention_efficiency =
-        std::clamp(1.0 / (per_flop * p.peak_flops["fp32"]), 0.01, 1.0);
-    const double flop_s = 1.0 / (p.attention_efficiency * p.peak_flops["fp32"]);
-    p.softmax_seconds_per_score =
-        std::max(0.0, t_small / scores - 4.0 * kSmallDim * flop_s);
-    attention_note =
-        fmt::format("attention {:.2f} of peak + {:.2f} ns per score",
-                    p.attention_efficiency, p.softmax_seconds_per_score * 1e9);
+    p.softmax_seconds_per_score = t_small / scores;
+    p.attention_efficiency = std::clamp(
+        scores * 4.0 * kLargeDim / (t_large * p.peak_flops["fp32"]), 0.01, 1.0);
+    // KV-cache reads of decode: rows of one head, scattered over blocks, not
+    // cached. Their bandwidth is what the measured time leaves after the
+    // compute the two figures above predict (OpTime's roofline, solved for
+    // the memory time).
+    constexpr int64_t kDecodeSeqs = 16, kDecodeContext = 512, kDecodeDim = 64;
+    const double kv_bytes =
+        2.0 * kDecodeSeqs * kDecodeContext * (kHeads / 2) * kDecodeDim * 4;
+    const int64_t set_bytes = std::min(
+        kernels::MemoryProbeBytes(int64_t{256} << 20), int64_t{512} << 20);
+    const int64_t groups = std::max<int64_t>(
+        2, static_cast<int64_t>(std::ceil(set_bytes / kv_bytes)));
+    ASSIGN_OR_RETURN(double t_cold,
+                     TimeAttention(ctx, kDecodeSeqs, 1, kDecodeContext, kHeads,
+                                   kDecodeDim, groups, o.seconds));
+    const double decode_scores =
+        static_cast<double>(kHeads * kDecodeSeqs * kDecodeContext);
+    const double compute =
+        std::max(decode_scores * 4.0 * kDecodeDim /
+                     (p.attention_efficiency * p.peak_flops["fp32"]),
+                 decode_scores * p.softmax_seconds_per_score);
+    const double f = p.serial_fraction;
+    double memory = t_cold - f * compute;
+    if (memory < compute) memory = f > 0 ? (t_cold - compute) / f : 0;
+    p.attention_memory_efficiency =
+        memory > 0
+            ? std::clamp(kv_bytes / memory / p.memory_bandwidth_bytes_per_s,
+                         0.02, 1.0)
+            : 0;
+    attention_note = fmt::format(
+        "attention {:.2f} of peak or {:.2f} ns per score, KV reads {:.2f} of "
+        "bandwidth",
+        p.attention_efficiency, p.softmax_seconds_per_score * 1e9,
+        p.attention_memory_efficiency);
   }
 
   p.link_efficiency = 1.0;
@@ -484,16 +538,15 @@ absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
       "peak {:.1f} "
       "GFLOP/s; bf16 peak {:.1f} GFLOP/s; GEMM {}x{}x{} efficiency {}; GEMV "
       "{} MB efficiency {}{}; {}; {}; overhead {:.1f} us per layer + {:.2f} "
-      "us "
-      "per token + {:.1f} us per step; memcpy {:.1f} "
-      "GB/s, "
-      "thread hand-off {:.2f} us; inter-node link assumed (10 GbE)",
+      "us per token + {:.3f} us per token-head + {:.1f} us per step; memcpy "
+      "{:.1f} GB/s, thread hand-off {:.2f} us; inter-node link assumed (10 "
+      "GbE)",
       threads, p.memory_bandwidth_bytes_per_s / 1e9, peaks.read_gbs,
       peaks.f32_gflops, peaks.bf16_gflops, kGemmRows, kGemmDim, kGemmDim,
       gemm_note, gemv_set_bytes >> 20, gemv_note, cache_note, overlap_note,
       attention_note, p.layer_overhead_s * 1e6, p.token_overhead_s * 1e6,
-      p.step_overhead_s * 1e6, p.intra_node.bandwidth_bytes_per_s / 1e9,
-      p.intra_node.latency_s * 1e6);
+      p.head_overhead_s * 1e6, p.step_overhead_s * 1e6,
+      p.intra_node.bandwidth_bytes_per_s / 1e9, p.intra_node.latency_s * 1e6);
   RETURN_IF_ERROR(placement::ValidateDeviceProfile(p));
   return p;
 }

@@ -41,6 +41,15 @@ TEST(ClusterTest, ProfileRoundTrips) {
   ASSERT_TRUE(q.ok()) << Message(q.status());
   EXPECT_DOUBLE_EQ(q->memory_bytes, p->memory_bytes);
   EXPECT_EQ(q->peak_flops, p->peak_flops);
+  // The calibrated CPU-only figures travel too.
+  p->attention_memory_efficiency = 0.25;
+  p->softmax_seconds_per_score = 2e-9;
+  p->head_overhead_s = 0.15e-6;
+  auto r = ParseDeviceProfile(DeviceProfileToJson(*p));
+  ASSERT_TRUE(r.ok()) << Message(r.status());
+  EXPECT_DOUBLE_EQ(r->attention_memory_efficiency, 0.25);
+  EXPECT_NEAR(r->softmax_seconds_per_score, 2e-9, 1e-21);
+  EXPECT_NEAR(r->head_overhead_s, 0.15e-6, 1e-18);
 }
 
 TEST(ClusterTest, PerDtypeEfficienciesOverrideTheGeneralOnes) {
@@ -138,6 +147,9 @@ TEST(ClusterTest, BadInputsAreInvalidArgument) {
       {R"({"nodes": 1, "devices_per_node": 1, "device": {"kind": "H100-SXM",
            "compute_efficiency_by_dtype": 0.5}})",
        "must be an object"},
+      {R"({"nodes": 1, "devices_per_node": 1, "device": {"kind": "H100-SXM",
+           "attention_memory_efficiency": 1.5}})",
+       "attention_memory_efficiency must be in [0, 1]"},
       {R"([1, 2])", "JSON object"},
   };
   for (const Case& c : cases) {

@@ -90,12 +90,69 @@ TEST(CostModelTest, StepOverheadIsPaidOncePerStage) {
   }
 }
 
+// The per-token overhead has a part per query head on the rank: Llama-2-7B
+// (32 heads) at TP2 has 16 per rank; 5 tokens × (1 µs + 16 × 0.1 µs).
+TEST(CostModelTest, TokenOverheadGrowsWithTheHeadsOnTheRank) {
+  DeviceProfile d = H100();
+  const ModelSpec m = Load("llama-2-7b");
+  CostModel plain(m, d);
+  d.token_overhead_s = 1e-6;
+  d.head_overhead_s = 0.1e-6;
+  CostModel with(m, d);
+  const Layout tp2{2, 1, 1};
+  const BatchShape b = BatchShape::Decode(5, 100);
+  EXPECT_NEAR(with.LayerComputeTime(with.Layer(b, tp2)) -
+                  plain.LayerComputeTime(plain.Layer(b, tp2)),
+              5 * (1e-6 + 16 * 0.1e-6), 1e-12);
+}
+
 // Prefill of 4 tokens: causal pairs 1+2+3+4 = 10 → 4·32·128·10 FLOPs.
 TEST(CostModelTest, PrefillAttentionIsCausal) {
   CostModel cm(Load("llama-2-7b"), H100());
   const LayerCost c = cm.Layer(BatchShape::Prefill(1, 4), Layout{});
   EXPECT_DOUBLE_EQ(c.attn_core.flops, 4.0 * 32 * 128 * 10);
   EXPECT_DOUBLE_EQ(c.attn_linear.flops, 4 * 134217728.0);
+}
+
+// Attention's per-score softmax work overlaps its products: its compute time
+// is the larger of the two, not their sum; and its KV reads stream at the
+// profile's attention_memory_efficiency. Llama-2-7B prefill of 1000 tokens
+// (compute-bound): 32 heads · 500,500 causal pairs = 16,016,000 scores,
+// 4 · 128 FLOPs each = 8,200,192,000 FLOPs.
+TEST(CostModelTest, AttentionScoreWorkOverlapsItsProducts) {
+  DeviceProfile d = H100();
+  d.serial_fraction = 0;
+  d.attention_efficiency = 0.5;
+  const ModelSpec m = Load("llama-2-7b");
+  const BatchShape prefill = BatchShape::Prefill(1, 1000);
+  const double flop_s = 8200192000.0 / (d.PeakFlops("fp16") * 0.5);
+  // Score work under the FLOP time: hidden.
+  d.softmax_seconds_per_score = 0.5 * flop_s / 16016000;
+  {
+    CostModel cm(m, d);
+    const LayerCost c = cm.Layer(prefill, Layout{});
+    EXPECT_DOUBLE_EQ(c.attn_core.score_s, 0.5 * flop_s);
+    EXPECT_NEAR(cm.OpTime(c.attn_core, 0.5), flop_s, flop_s * 1e-12);
+  }
+  // Twice the FLOP time: it sets the compute time alone.
+  d.softmax_seconds_per_score = 2 * flop_s / 16016000;
+  {
+    CostModel cm(m, d);
+    const LayerCost c = cm.Layer(prefill, Layout{});
+    EXPECT_NEAR(cm.OpTime(c.attn_core, 0.5), 2 * flop_s, flop_s * 1e-12);
+  }
+  // Decode at context 1000 is memory-bound: KV reads at a quarter of the
+  // bandwidth's efficiency take 4x as long; the weights' ops are unchanged.
+  d.softmax_seconds_per_score = 0;
+  const BatchShape decode = BatchShape::Decode(1, 1000);
+  CostModel plain(m, d);
+  d.attention_memory_efficiency = d.MemoryEfficiency("fp16") / 4;
+  CostModel slow(m, d);
+  const LayerCost p = plain.Layer(decode, Layout{});
+  const LayerCost c = slow.Layer(decode, Layout{});
+  EXPECT_NEAR(slow.OpTime(c.attn_core, 0.5), 4 * plain.OpTime(p.attn_core, 0.5),
+              1e-15);
+  EXPECT_DOUBLE_EQ(slow.OpTime(c.ffn), plain.OpTime(p.ffn));
 }
 
 // Llama-2-70B with TP4: per rank 16 query heads and 2 KV heads:
