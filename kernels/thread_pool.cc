@@ -32,6 +32,10 @@ inline uint32_t GenOf(uint64_t state) {
   return static_cast<uint32_t>(state >> 32);
 }
 
+// Chunk index that no job reaches (tasks <= 0x7fffffff): a state with it
+// has nothing left to claim.
+constexpr uint64_t kClosed = 0xffffffffu;
+
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) : size_(std::max(1, threads)) {
@@ -57,11 +61,12 @@ void ThreadPool::RunChunks(uint32_t gen) {
   uint64_t s = state_.load(std::memory_order_acquire);
   for (;;) {
     if (GenOf(s) != gen) break;
-    // Read before the claim; only used if the claim below succeeds, which
-    // proves no newer job was published in between (generations only grow).
-    const auto* job = job_.load(std::memory_order_relaxed);
-    const int64_t n = job_n_.load(std::memory_order_relaxed);
-    const int64_t tasks = job_tasks_.load(std::memory_order_relaxed);
+    // Read before the claim; only used if the claim below succeeds. The next
+    // call closes state_ before it rewrites these (and they are acquire
+    // loads of release stores), so a claim that succeeds read this job's.
+    const auto* job = job_.load(std::memory_order_acquire);
+    const int64_t n = job_n_.load(std::memory_order_acquire);
+    const int64_t tasks = job_tasks_.load(std::memory_order_acquire);
     const int64_t t = static_cast<int64_t>(s & 0xffffffffu);
     if (t >= tasks) break;
     if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
@@ -114,13 +119,20 @@ void ThreadPool::ParallelForChunks(
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mu_);
-  // All chunks of the previous job are done (we waited for them), so no
-  // worker reads these fields until the new generation is published.
-  job_.store(&fn, std::memory_order_relaxed);
-  job_n_.store(n, std::memory_order_relaxed);
-  job_tasks_.store(tasks, std::memory_order_relaxed);
+  // All chunks of the previous job are done (we waited for them), but a
+  // worker may still be in its RunChunks, holding the finished state
+  // (gen, tasks): were the new job's fields written while state_ still held
+  // it, that worker could read the new (larger) task count and win its claim
+  // with the old state, running a chunk twice and counting it in the new
+  // job's done_ (the caller then waited forever; seen as a hang in decode).
+  // Close the state first: any claim from now on fails or finds nothing.
+  const uint32_t prev = GenOf(state_.load(std::memory_order_relaxed));
+  state_.store((static_cast<uint64_t>(prev) << 32) | kClosed);
+  job_.store(&fn, std::memory_order_release);
+  job_n_.store(n, std::memory_order_release);
+  job_tasks_.store(tasks, std::memory_order_release);
   done_.store(0, std::memory_order_relaxed);
-  const uint32_t gen = GenOf(state_.load(std::memory_order_relaxed)) + 1;
+  const uint32_t gen = prev + 1;
   state_.store(static_cast<uint64_t>(gen) << 32);  // seq_cst: see below.
   // A worker going to sleep increments sleepers_ and then re-checks state_
   // (both seq_cst) under mu_: either it sees the new generation, or we see

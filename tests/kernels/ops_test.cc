@@ -16,6 +16,8 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -715,6 +717,41 @@ TEST(ThreadPoolTest, ManyShortCallsWithSleepingWorkersComplete) {
     });
     for (int h : hits) ASSERT_EQ(h, 1) << rep;
   }
+}
+
+// Back-to-back calls whose task counts change: a worker still in the
+// previous call's RunChunks must never claim a chunk of the next one with the
+// finished state (it ran a chunk twice and counted it in the next call's
+// done_, which then never matched: the caller spun forever, within seconds
+// here before the fix). A watchdog turns a hang into a failure.
+TEST(ThreadPoolTest, ChangingTaskCountsNeverRunAChunkTwice) {
+  std::atomic<bool> finished{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 600 && !finished.load(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!finished.load()) {
+      std::fprintf(stderr, "ThreadPool hung in ParallelForChunks\n");
+      std::_Exit(1);
+    }
+  });
+  ThreadPool pool(2);
+  std::vector<std::atomic<int>> hits(40);
+  int64_t bad = 0;
+  // ~4 s: the race hit within the first 1-2 million calls in most runs.
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(4);
+  for (int64_t i = 0; i < 3000000 && bad == 0; ++i) {
+    if (i % 4096 == 0 && std::chrono::steady_clock::now() > deadline) break;
+    const int64_t n = 1 + i % 40;
+    for (int64_t j = 0; j < n; ++j) hits[j].store(0);
+    pool.ParallelForChunks(n, n, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) hits[j].fetch_add(1);
+    });
+    for (int64_t j = 0; j < n; ++j) bad += hits[j].load() != 1;
+  }
+  finished.store(true);
+  watchdog.join();
+  EXPECT_EQ(bad, 0);
 }
 
 }  // namespace
