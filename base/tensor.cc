@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/host_memory.h"
 #include "base/logging.h"
 #include "fmt/format.h"
 #include "fmt/ranges.h"
@@ -10,13 +11,10 @@
 namespace tessera {
 namespace {
 
-constexpr size_t kAlignment = 64;
-
 std::shared_ptr<void> AllocateAligned(size_t bytes) {
-  const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-  void* p = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
+  std::shared_ptr<void> p = AllocateHostMemory(bytes);
   TESSERA_CHECK(p != nullptr, "out of host memory allocating {} bytes", bytes);
-  return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  return p;
 }
 
 int64_t Product(absl::Span<const int64_t> shape) {

@@ -18,6 +18,8 @@
 #include <memory>
 #include <vector>
 
+#include "base/host_memory.h"
+#include "base/logging.h"
 #include "kernels/cpu_features.h"
 
 namespace tessera::kernels {
@@ -139,14 +141,17 @@ __attribute__((target("avx512f,avx512bf16"))) void Bf16Loop(int64_t iters,
 PeakProbe::PeakProbe(ThreadPool& pool)
     : pool_(pool),
       buffer_bytes_(MemoryProbeBytes(kMinBandwidthBytes) / 4096 * 4096),
-      buffer_(static_cast<uint8_t*>(std::aligned_alloc(64, buffer_bytes_))),
+      storage_(AllocateHostMemory(static_cast<size_t>(buffer_bytes_))),
+      buffer_(static_cast<uint8_t*>(storage_.get())),
       chunk_(buffer_bytes_ / pool.size() / 512 * 512),
       int_sinks_(pool.size() * 8),  // One cache line per thread.
       float_sinks_(pool.size() * 16) {
+  TESSERA_CHECK(buffer_ != nullptr, "out of host memory for the {} B probe",
+                buffer_bytes_);
   std::memset(buffer_, 1, buffer_bytes_);
 }
 
-PeakProbe::~PeakProbe() { std::free(buffer_); }
+PeakProbe::~PeakProbe() = default;
 
 void PeakProbe::ReadPass() {
   const CpuFeatures& f = GetCpuFeatures();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "kernels/thread_pool.h"
@@ -46,6 +47,8 @@ class PeakProbe {
  private:
   ThreadPool& pool_;
   int64_t buffer_bytes_ = 0;
+  // Huge-page backed like the weights it is compared with (base/host_memory).
+  std::shared_ptr<void> storage_;
   uint8_t* buffer_ = nullptr;
   int64_t chunk_ = 0;
   std::vector<uint64_t> int_sinks_;

@@ -6,12 +6,14 @@
 #include <thread>
 #include <vector>
 
+#include "base/host_memory.h"
 #include "base/status.h"
 #include "fmt/format.h"
 #include "kernels/machine_peaks.h"
 #include "kernels/thread_pool.h"
 #include "runtime/cpu_model_runner.h"
 #include "runtime/generate.h"
+#include "runtime/model_loader.h"
 
 namespace tessera {
 namespace {
@@ -123,6 +125,13 @@ absl::Status RunBenchDecode(const Model& model, const BenchDecodeOptions& o,
                model.source.c_str(), c.architecture.c_str(),
                c.ParameterCount() / 1e9,
                std::string(DTypeName(c.dtype)).c_str());
+  // Decode speed depends on the pages behind the weights (--weights-memory).
+  std::fprintf(out,
+               "weights: %.1f MiB; %.1f MiB of this process in huge pages "
+               "(THP mode %s)\n",
+               WeightBytes(model) / 1048576.0,
+               std::max<int64_t>(0, AnonHugePageBytes()) / 1048576.0,
+               TransparentHugePageMode());
   std::fprintf(out,
                "machine: %.1f GB/s read bandwidth, %.1f GFLOP/s f32 FMA peak, "
                "%.1f GFLOP/s bf16 peak\n",

@@ -1,12 +1,16 @@
 #include "runtime/model_loader.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <map>
+#include <set>
 #include <type_traits>
 
+#include "base/host_memory.h"
 #include "base/mapped_file.h"
 #include "base/status.h"
 #include "fmt/format.h"
@@ -843,6 +847,90 @@ absl::Status ValidateModelWeights(const Model& model) {
     }
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+// Calls `fn(t)` on every defined weight tensor of `w` (ModelWeights, const
+// or not).
+template <typename W, typename Fn>
+void ForEachWeight(W& w, Fn fn) {
+  auto visit = [&](auto& t) {
+    if (t.defined()) fn(t);
+  };
+  visit(w.token_embedding);
+  for (auto& l : w.layers) {
+    for (auto* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk,
+                    &l.bv, &l.q_norm, &l.k_norm, &l.ffn_norm, &l.w_gate,
+                    &l.w_up, &l.w_down, &l.router}) {
+      visit(*t);
+    }
+    for (auto* experts : {&l.expert_gate, &l.expert_up, &l.expert_down}) {
+      for (auto& t : *experts) visit(t);
+    }
+  }
+  visit(w.output_norm);
+  visit(w.lm_head);
+  visit(w.rope_freqs);
+}
+
+}  // namespace
+
+int64_t WeightBytes(const Model& model) {
+  std::set<std::pair<const void*, int64_t>> seen;
+  int64_t bytes = 0;
+  ForEachWeight(model.weights, [&](const Tensor& t) {
+    if (seen.emplace(t.raw_data(), t.nbytes()).second) bytes += t.nbytes();
+  });
+  return bytes;
+}
+
+absl::StatusOr<WeightCopyStats> CopyWeightsToHostMemory(Model& model) {
+  const auto t0 = std::chrono::steady_clock::now();
+  // Plan: one 64-byte-aligned slot per distinct (address, size); a tensor
+  // seen again (tied embedding) reuses its slot.
+  constexpr int64_t kSlotAlign = 64;
+  std::map<std::pair<const void*, int64_t>, int64_t> slots;
+  int64_t total = 0;
+  bool movable = true;
+  ForEachWeight(model.weights, [&](Tensor& t) {
+    if (t.device().type != DeviceType::kCpu || !t.is_contiguous()) {
+      movable = false;
+      return;
+    }
+    const auto key = std::make_pair(t.raw_data(), t.nbytes());
+    if (slots.emplace(key, total).second) {
+      total += (t.nbytes() + kSlotAlign - 1) / kSlotAlign * kSlotAlign;
+    }
+  });
+  if (!movable) {
+    return absl::FailedPreconditionError(
+        "weights are not all contiguous host tensors; left in place");
+  }
+  std::shared_ptr<void> arena = AllocateHostMemory(static_cast<size_t>(total));
+  if (arena == nullptr) {
+    return absl::ResourceExhaustedError(fmt::format(
+        "cannot allocate {:.1f} MiB of host memory for the weights of {}",
+        total / 1048576.0, model.source));
+  }
+  char* base = static_cast<char*>(arena.get());
+  for (const auto& [key, offset] : slots) {
+    std::memcpy(base + offset, key.first, static_cast<size_t>(key.second));
+  }
+  ForEachWeight(model.weights, [&](Tensor& t) {
+    const int64_t offset = slots.at(
+        std::make_pair(static_cast<const void*>(t.raw_data()), t.nbytes()));
+    t = Tensor::Borrow(t.dtype(), t.shape(), base + offset, arena);
+  });
+  // Nothing borrows from the files or conversion buffers any more.
+  model.owners.assign(1, arena);
+  WeightCopyStats stats;
+  stats.tensors = static_cast<int64_t>(slots.size());
+  stats.bytes = total;
+  stats.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
+  return stats;
 }
 
 absl::StatusOr<Tensor> SliceRows(const Tensor& weight, int64_t begin,

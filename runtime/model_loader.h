@@ -30,6 +30,25 @@ absl::StatusOr<ModelFormat> DetectModelFormat(const std::string& path);
 // Loads the model at `path` (any supported format).
 absl::StatusOr<Model> LoadModel(const std::string& path);
 
+// What CopyWeightsToHostMemory moved.
+struct WeightCopyStats {
+  int64_t tensors = 0;  // Distinct tensors copied (tied ones count once).
+  int64_t bytes = 0;    // Bytes of the arena.
+  double seconds = 0;   // Wall time of the copy.
+};
+
+// Bytes of `model`'s weights, tensors that alias counted once.
+int64_t WeightBytes(const Model& model);
+
+// Moves every weight of `model` into one anonymous host arena advised for 2
+// MiB huge pages (base/host_memory.h) and drops the model's file mappings.
+// Tensors that alias (a tied LM head, expert views of one stacked tensor)
+// keep aliasing. Decode reads every weight once per token, so pages that
+// avoid a TLB miss per 4 KiB are worth the copy (runtime/README, "Weight
+// memory"). ResourceExhausted when the arena cannot be allocated; the model is
+// unchanged then.
+absl::StatusOr<WeightCopyStats> CopyWeightsToHostMemory(Model& model);
+
 // Parses a Hugging Face config.json; `name` is used in messages.
 absl::StatusOr<ModelConfig> ParseHfConfig(std::string_view json,
                                           const std::string& name);

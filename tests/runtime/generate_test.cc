@@ -8,11 +8,15 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "base/host_memory.h"
+#include "base/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/cpu_model_runner.h"
+#include "runtime/internal/synthetic_vocab.h"
 #include "runtime/model_loader.h"
 #include "runtime/model_presets.h"
+#include "runtime/model_writer.h"
 #include "runtime/tokenizer.h"
 #include "tests/util/test_util.h"
 
@@ -198,6 +202,87 @@ TEST(GenerateTest, CliRunPrintsIdsEqualToReference) {
       std::to_string(expected.size()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(ParseIdList(r.out), expected);
+}
+
+// Writes `preset` as an f16 GGUF (its 2-D weights borrowed from the mapping
+// when loaded back).
+absl::StatusOr<Model> LoadPresetGguf(const std::string& preset) {
+  ASSIGN_OR_RETURN(Model m, SynthesizeModel(preset, DType::kF16, 11));
+  ASSIGN_OR_RETURN(
+      SyntheticVocab vocab,
+      BuildSyntheticVocab(m.config.vocab_size, PresetTokenStyle(preset)));
+  const std::string dir = testing::MakeTempDir() + "/" + preset;
+  WriteModelOptions o;
+  o.format = ModelFormat::kGguf;
+  o.dtype = DType::kF16;
+  o.vocab = &vocab;
+  RETURN_IF_ERROR(WriteModel(SourceFromModel(m), o, dir));
+  return LoadModel(dir + "/model.gguf");
+}
+
+// Copying the weights out of the mapped file into huge-page memory changes no
+// output, keeps a tied LM head tied and MoE expert views intact, and leaves
+// nothing borrowing from the file.
+TEST(GenerateTest, WeightsCopiedToHostMemoryGiveTheSameIds) {
+  for (const std::string preset : {"qwen3-tiny", "mixtral-tiny"}) {
+    SCOPED_TRACE(preset);
+    absl::StatusOr<Model> model = LoadPresetGguf(preset);
+    ASSERT_TRUE(model.ok()) << model.status();
+    const std::vector<int32_t> prompt = {1, 17, 300, 5, 2048, 9};
+    const std::vector<int32_t> before = GreedyIds(*model, prompt, 12, {});
+    ASSERT_EQ(before.size(), 12u);
+    const bool tied = model->weights.lm_head.raw_data() ==
+                      model->weights.token_embedding.raw_data();
+    EXPECT_EQ(tied, model->config.tie_word_embeddings);
+    const int64_t bytes = WeightBytes(*model);
+
+    absl::StatusOr<WeightCopyStats> stats = CopyWeightsToHostMemory(*model);
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    EXPECT_GE(stats->bytes, bytes);
+    EXPECT_LT(stats->bytes, bytes + stats->tensors * 64);
+    EXPECT_EQ(WeightBytes(*model), bytes);  // Tied tensors were not split.
+    ASSERT_EQ(model->owners.size(), 1u);
+    const auto* lo = static_cast<const char*>(model->owners[0].get());
+    const auto* hi = lo + stats->bytes;
+    // The arena is huge-page aligned (base/host_memory.h).
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(lo) % kHugePageBytes, 0u);
+    for (const Tensor* t :
+         {&model->weights.token_embedding, &model->weights.lm_head,
+          &model->weights.layers[0].wq, &model->weights.layers[1].attn_norm}) {
+      const auto* p = static_cast<const char*>(t->raw_data());
+      EXPECT_TRUE(p >= lo && p + t->nbytes() <= hi);
+    }
+    EXPECT_EQ(model->weights.lm_head.raw_data() ==
+                  model->weights.token_embedding.raw_data(),
+              tied);
+    if (model->config.num_local_experts > 0) {
+      const auto& experts = model->weights.layers[0].expert_up;
+      ASSERT_EQ(static_cast<int64_t>(experts.size()),
+                model->config.num_local_experts);
+      EXPECT_NE(experts[0].raw_data(), experts[1].raw_data());
+    }
+    EXPECT_EQ(GreedyIds(*model, prompt, 12, {}), before);
+  }
+}
+
+TEST(GenerateTest, CliRunWeightsMemoryModesAgree) {
+  TESSERA_REQUIRE_SHARED(shared);
+  std::string ids[2];
+  int i = 0;
+  for (const char* mode : {"mapped", "huge-pages"}) {
+    auto r = RunCommand(TesseraBin() + " run --threads 1 --model " + shared +
+                        "/models/stories260K.bin --prompt-ids 1 "
+                        "--temperature 0 --print-ids --max-tokens 24 "
+                        "--weights-memory " +
+                        mode);
+    ASSERT_EQ(r.exit_code, 0) << mode << ": " << r.err;
+    ids[i++] = r.out;
+  }
+  EXPECT_FALSE(ids[0].empty());
+  EXPECT_EQ(ids[0], ids[1]);
+  auto bad = RunCommand(TesseraBin() +
+                        " run --prompt-ids 1 --weights-memory sometimes");
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
 }
 
 TEST(GenerateTest, CliRunDemoPrintsTextAndStats) {

@@ -19,6 +19,8 @@ struct ModelOptions {
       tokenizer;    // Empty: the tokenizer inside/next to the model, if any.
   int threads = 0;  // 0: all cores.
   std::string log_level = "warn";
+  // auto | mapped | huge-pages: where the weights live (LoadModelAndTokenizer).
+  std::string weights_memory = "auto";
 };
 
 // Adds --model, --tokenizer, --threads and --log-level to `sub`.
@@ -29,7 +31,11 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;  // Null when the model brings none.
 };
 
-// Loads the model (or synthesizes the demo model) and its tokenizer.
+// Loads the model (or synthesizes the demo model) and its tokenizer. With
+// weights_memory "huge-pages" the weights are copied out of the mapped files
+// into huge-page-advised memory (CopyWeightsToHostMemory); "auto" does so when
+// transparent huge pages are enabled and the weights fit in 80% of the
+// available memory, else leaves them mapped; "mapped" never copies.
 absl::StatusOr<LoadedModel> LoadModelAndTokenizer(const ModelOptions& options);
 
 // Token ids that end generation: the tokenizer's and config's EOS; for llama2.c
