@@ -66,7 +66,7 @@ int64_t FirstNumber(const char* path) {
 
 }  // namespace
 
-bool UsesHugePages(size_t bytes) { return bytes >= kHugePageAllocationBytes; }
+bool UsesHugePages(size_t bytes) { return bytes >= kHugePageBytes; }
 
 std::shared_ptr<void> AllocateHostMemory(size_t bytes) {
   if (UsesHugePages(bytes)) {

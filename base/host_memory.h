@@ -15,15 +15,13 @@
 
 namespace tessera {
 
-// Allocations of at least this many bytes are mapped 2 MiB-aligned and advised
-// for transparent huge pages; smaller ones come from the C heap.
-inline constexpr size_t kHugePageAllocationBytes = size_t{2} << 20;
-// The huge-page size the alignment targets (x86-64 and arm64 with 4 KiB
-// base pages).
+// The huge-page size (x86-64 and arm64 with 4 KiB base pages). Allocations of
+// at least this many bytes are mapped at this alignment and advised for
+// transparent huge pages; smaller ones come from the C heap.
 inline constexpr size_t kHugePageBytes = size_t{2} << 20;
 
 // Uninitialized host memory of `bytes` (0 allowed), 64-byte aligned, and 2
-// MiB-aligned with a huge-page hint from kHugePageAllocationBytes up. Returns
+// MiB-aligned with a huge-page hint from kHugePageBytes up. Returns
 // null when the memory cannot be had (the caller classifies the error).
 std::shared_ptr<void> AllocateHostMemory(size_t bytes);
 

@@ -1,6 +1,5 @@
 #include "base/tensor.h"
 
-#include <cstdlib>
 #include <cstring>
 
 #include "base/host_memory.h"

@@ -142,13 +142,12 @@ PeakProbe::PeakProbe(ThreadPool& pool)
     : pool_(pool),
       buffer_bytes_(MemoryProbeBytes(kMinBandwidthBytes) / 4096 * 4096),
       storage_(AllocateHostMemory(static_cast<size_t>(buffer_bytes_))),
-      buffer_(static_cast<uint8_t*>(storage_.get())),
       chunk_(buffer_bytes_ / pool.size() / 512 * 512),
       int_sinks_(pool.size() * 8),  // One cache line per thread.
       float_sinks_(pool.size() * 16) {
-  TESSERA_CHECK(buffer_ != nullptr, "out of host memory for the {} B probe",
+  TESSERA_CHECK(storage_ != nullptr, "out of host memory for the {} B probe",
                 buffer_bytes_);
-  std::memset(buffer_, 1, buffer_bytes_);
+  std::memset(buffer(), 1, buffer_bytes_);
 }
 
 PeakProbe::~PeakProbe() = default;
@@ -157,7 +156,7 @@ void PeakProbe::ReadPass() {
   const CpuFeatures& f = GetCpuFeatures();
   pool_.ParallelFor(pool_.size(), [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
-      const uint8_t* p = buffer_ + t * chunk_;
+      const uint8_t* p = buffer() + t * chunk_;
       int_sinks_[t * 8] += f.HasAvx512() ? ReadAvx512(p, chunk_)
                            : f.avx2      ? ReadAvx2(p, chunk_)
                                          : ReadScalar(p, chunk_);

@@ -49,7 +49,7 @@ class PeakProbe {
   int64_t buffer_bytes_ = 0;
   // Huge-page backed like the weights it is compared with (base/host_memory).
   std::shared_ptr<void> storage_;
-  uint8_t* buffer_ = nullptr;
+  uint8_t* buffer() const { return static_cast<uint8_t*>(storage_.get()); }
   int64_t chunk_ = 0;
   std::vector<uint64_t> int_sinks_;
   std::vector<float> float_sinks_;

@@ -10,8 +10,8 @@ namespace tessera {
 namespace {
 
 TEST(HostMemoryTest, SmallAllocationsAreCacheLineAligned) {
-  for (size_t bytes : {size_t{0}, size_t{1}, size_t{63}, size_t{4096},
-                       kHugePageAllocationBytes - 1}) {
+  for (size_t bytes :
+       {size_t{0}, size_t{1}, size_t{63}, size_t{4096}, kHugePageBytes - 1}) {
     EXPECT_FALSE(UsesHugePages(bytes));
     std::shared_ptr<void> p = AllocateHostMemory(bytes);
     ASSERT_NE(p, nullptr);
@@ -24,7 +24,7 @@ TEST(HostMemoryTest, SmallAllocationsAreCacheLineAligned) {
 // first byte) and every byte up to the requested size is usable, including
 // a tail that is not a whole huge page.
 TEST(HostMemoryTest, LargeAllocationsAreHugePageAlignedAndUsable) {
-  for (size_t bytes : {kHugePageAllocationBytes, kHugePageBytes * 3 + 4097}) {
+  for (size_t bytes : {kHugePageBytes, kHugePageBytes * 3 + 4097}) {
     EXPECT_TRUE(UsesHugePages(bytes));
     std::shared_ptr<void> p = AllocateHostMemory(bytes);
     ASSERT_NE(p, nullptr);
