@@ -22,6 +22,7 @@ struct IsaKernels {
   int64_t (*linear_scratch)(const cpu::LinearProblem&);
   void (*linear_range)(const cpu::LinearProblem&, int64_t, int64_t, float*);
   void (*pack_bf16)(const float*, int64_t, int64_t, int64_t, uint32_t*);
+  void (*pack_f32)(const float*, int64_t, int64_t, int64_t, float*);
   void (*to_q8)(const float*, int64_t, int64_t, int64_t, int8_t*, float*,
                 int32_t*);
   void (*dequantize_rows)(cpu::WeightType, const void*, int64_t, const int32_t*,
@@ -45,15 +46,16 @@ struct IsaKernels {
                     float*);
 };
 
-#define TESSERA_ISA_KERNELS(ns)                                                \
-  IsaKernels {                                                                 \
-    &cpu::ns::GetLinearTraits, &cpu::ns::LinearScratchFloats,                  \
-        &cpu::ns::LinearRange, &cpu::ns::PackBF16Pairs,                        \
-        &cpu::ns::QuantizeRowsQ8, &cpu::ns::DequantizeRows, &cpu::ns::RmsNorm, \
-        &cpu::ns::AddRmsNorm, &cpu::ns::SiluMul, &cpu::ns::Rope,               \
-        &cpu::ns::RopeTable, &cpu::ns::RopeApply, &cpu::ns::KvCacheWriteHead,  \
-        &cpu::ns::KvCacheWrite, &cpu::ns::AttentionScratchFloats,              \
-        &cpu::ns::Attention                                                    \
+#define TESSERA_ISA_KERNELS(ns)                                            \
+  IsaKernels {                                                             \
+    &cpu::ns::GetLinearTraits, &cpu::ns::LinearScratchFloats,              \
+        &cpu::ns::LinearRange, &cpu::ns::PackBF16Pairs,                    \
+        &cpu::ns::PackF32Slabs, &cpu::ns::QuantizeRowsQ8,                  \
+        &cpu::ns::DequantizeRows, &cpu::ns::RmsNorm, &cpu::ns::AddRmsNorm, \
+        &cpu::ns::SiluMul, &cpu::ns::Rope, &cpu::ns::RopeTable,            \
+        &cpu::ns::RopeApply, &cpu::ns::KvCacheWriteHead,                   \
+        &cpu::ns::KvCacheWrite, &cpu::ns::AttentionScratchFloats,          \
+        &cpu::ns::Attention                                                \
   }
 
 constexpr IsaKernels kAvx512Kernels = TESSERA_ISA_KERNELS(avx512);
@@ -223,6 +225,26 @@ absl::Status PrepareLinear(const Context& ctx, const IsaKernels* kern,
     });
     p.xp = xp_data;
   }
+  // The blocked (not streamed) sizes: see Streams in kernels_impl.inc.
+  const bool blocked =
+      p.wtype == cpu::WeightType::kQ8_0  ? m > traits.stream_max_m_q8
+      : p.wtype == cpu::WeightType::kF16 ? false
+                                         : m > traits.stream_max_m;
+  if (traits.has_f32_slabs && p.xp == nullptr && blocked) {
+    // Packed once per call in 16-row slabs, like the bf16 pairs above (one
+    // copy of x; on one thread ~2% of a 128-row GEMM).
+    thread_local std::vector<float> xs;
+    const int64_t slabs = (m + 15) / 16;
+    if (static_cast<int64_t>(xs.size()) < slabs * 16 * k) {
+      xs.resize(slabs * 16 * k);
+    }
+    float* xs_data = xs.data();
+    ParallelFor(ctx.pool, slabs, 32 * k, [&](int64_t begin, int64_t end) {
+      kern->pack_f32(x + begin * 16 * ldx, std::min(m, end * 16) - begin * 16,
+                     k, ldx, xs_data + begin * 16 * k);
+    });
+    p.xs = xs_data;
+  }
   if (p.wtype == cpu::WeightType::kQ8_0 && !ctx.exact &&
       m <= traits.gemv_max_m) {
     // Quantized once here, shared by every thread (the same bytes whatever
@@ -264,9 +286,11 @@ absl::Status Linear(const Context& ctx, const float* x, int64_t m, int64_t ldx,
   if (!run) return absl::OkStatus();
   const cpu::LinearTraits traits = kern->linear_traits();
   const int64_t scratch = kern->linear_scratch(p);
-  // Outputs per tile (the partition granularity): the bf16 dot-product
-  // GEMM's tile width, else the register tile's.
-  const int64_t nr = p.xp != nullptr ? traits.nr_bf16 : traits.nr;
+  // Outputs per tile (the partition granularity): the bf16 dot-product or
+  // f32 slab GEMM's tile width, else the register tile's.
+  const int64_t nr = p.xp != nullptr   ? traits.nr_bf16
+                     : p.xs != nullptr ? traits.nr_slabs
+                                       : traits.nr;
   const int64_t tiles = (p.n + nr - 1) / nr;
   // Work per tile: its FLOPs or its weight bytes, whichever is larger.
   const int64_t tile_work =

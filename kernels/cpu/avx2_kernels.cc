@@ -272,6 +272,7 @@ inline void Q8Gemv(const cpu::LinearProblem& p, int64_t n0, int64_t n1) {
 }  // namespace
 
 #define TESSERA_HAS_BF16_DOT 0
+#define TESSERA_HAS_F32_SLABS 0
 #include "kernels/cpu/internal/kernels_impl.inc"
 
 }  // namespace tessera::kernels::cpu::avx2

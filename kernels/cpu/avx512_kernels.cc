@@ -1,10 +1,12 @@
 // AVX-512 (F/BW/VL/DQ, + BF16 for the bf16 dot-product GEMM) kernels.
 //
 // Math and layouts: see kernels/cpu/internal/kernels_impl.inc. Linear keeps
-// W [n, k] row-major; a 4×6 register tile holds 24 zmm accumulators of
-// x[i]·W[r] partial dot products (4 + 6 loads per 24 FMAs, 29 of 32
-// registers), reduced once per K block of 1024 elements; W blocks of 96 rows
-// stay in L2 while every activation row sweeps them.
+// W [n, k] row-major. Streamed (decode) sizes: a 4×6 register tile holds 24
+// zmm accumulators of x[i]·W[r] partial dot products (4 + 6 loads per 24
+// FMAs, 29 of 32 registers), reduced once per row. Blocked (prefill) sizes:
+// an outer-product tile of 8 weight rows × 48 activation rows (x packed in
+// 16-row f32 slabs), 24 zmm accumulators, 3 loads + 8 broadcasts per 24
+// FMAs, K blocks of 2048, W blocks of 64 rows kept in L2.
 // bf16 weights (Context::exact == false): an outer-product tile of 8 weight
 // rows × 48 activation rows, 24 zmm accumulators, on activations rounded to
 // bf16 and packed in pairs (8 significant bits; products are exact in f32 and
@@ -166,6 +168,16 @@ struct Traits {
   static constexpr int kNc = 96;
   static constexpr int kMc = 64;
   static constexpr int kPad = 32;  // Panel row padding (elements).
+  // f32-activation GEMM on 16-row slabs (kernels_impl.inc, GemmSlabRange):
+  // an outer-product tile of kSlabJr weight rows × 16 · kSlabIv activation
+  // rows (24 accumulators + 3 activation vectors + 1 broadcast of 32 zmm),
+  // K blocks of <= kKcSlab elements (each extra block re-reads and re-writes
+  // the tiles' y), W blocks of kNcSlab rows (f32: 512 KiB at kKcSlab, kept
+  // in L2 while every slab passes).
+  static constexpr int kSlabJr = 8;
+  static constexpr int kSlabIv = 3;
+  static constexpr int kKcSlab = 2048;
+  static constexpr int kNcSlab = 64;
   // Weight rows per GEMV tile (more concurrent DRAM streams).
   static constexpr int kGemvNr = 6;
   static constexpr int kGemvMaxM = 4;
@@ -224,11 +236,12 @@ inline void Transpose16x16(__m512i r[16]) {
 }
 
 // Adds (first: writes, + bias) a tile's accumulators a[j] (lane l = activation
-// row l, J <= 8 outputs) to y rows [0, rows), columns [0, J): an 8 × 16
-// transpose (unpack, shuffle, one two-source permute per row pair).
+// row l, J <= 8 outputs; the bf16 and f32 slab tiles) to y rows [0, rows),
+// columns [0, J): an 8 × 16 transpose (unpack, shuffle, one two-source permute
+// per row pair).
 template <int J>
-inline void StoreBf16Tile(const __m512* a, float* y, int64_t ldy,
-                          const float* bias, bool first, int rows) {
+inline void StoreColumns(const __m512* a, float* y, int64_t ldy,
+                         const float* bias, bool first, int rows) {
   __m512 c[8];
 #pragma GCC unroll 8
   for (int j = 0; j < 8; ++j) c[j] = j < J ? a[j] : _mm512_setzero_ps();
@@ -273,6 +286,20 @@ inline void StoreBf16Tile(const __m512* a, float* y, int64_t ldy,
     put(8 + r, _mm512_castps512_ps256(x23));
     put(12 + r,
         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x23), 1)));
+  }
+}
+
+// Writes an outer-product tile acc[j][v] (J outputs × IV slabs of 16
+// activation rows, `rows` of them valid) into y, one slab at a time.
+template <int J, int IV>
+inline void StoreTile(const __m512 (&acc)[J][IV], float* y, int64_t ldy,
+                      const float* bias, bool first, int rows) {
+#pragma GCC unroll 4
+  for (int v = 0; v < IV; ++v) {
+    __m512 col[J];
+#pragma GCC unroll 8
+    for (int j = 0; j < J; ++j) col[j] = acc[j][v];
+    StoreColumns<J>(col, y + 16 * v * ldy, ldy, bias, first, rows - 16 * v);
   }
 }
 
@@ -328,13 +355,7 @@ void Bf16PairTile(const uint32_t* xs, int64_t slab_stride, const uint8_t* w,
       }
     }
   }
-#pragma GCC unroll 4
-  for (int v = 0; v < IV; ++v) {
-    __m512 col[J];
-#pragma GCC unroll 8
-    for (int j = 0; j < J; ++j) col[j] = acc[j][v];
-    StoreBf16Tile<J>(col, y + 16 * v * ldy, ldy, bias, first, rows - 16 * v);
-  }
+  StoreTile<J, IV>(acc, y, ldy, bias, first, rows);
 }
 
 using Bf16TileFn = void (*)(const uint32_t*, int64_t, const uint8_t*, int64_t,
@@ -385,6 +406,76 @@ inline void PackSlab(const float* x, int64_t rows, int64_t k, int64_t ld,
   }
 }
 
+// PackF32Slabs for one slab of `rows` (<= 16) rows: float [k][16], row l of
+// the slab in lane l, missing rows zero; 16 × 16 transposes.
+inline void PackSlabF32(const float* x, int64_t rows, int64_t k, int64_t ld,
+                        float* out) {
+  for (int64_t c0 = 0; c0 < k; c0 += 16) {
+    const int64_t left = k - c0;
+    const __mmask16 m = left >= 16 ? 0xffff : (1u << left) - 1;
+    __m512i r[16];
+#pragma GCC unroll 16
+    for (int l = 0; l < 16; ++l) {
+      r[l] =
+          l < rows
+              ? _mm512_castps_si512(_mm512_maskz_loadu_ps(m, x + l * ld + c0))
+              : _mm512_setzero_si512();
+    }
+    Transpose16x16(r);
+    const int64_t n = left < 16 ? left : 16;
+    for (int64_t c = 0; c < n; ++c) {
+      _mm512_storeu_si512(out + (c0 + c) * 16, r[c]);
+    }
+  }
+}
+
+// One f32 slab tile: y[16·IV rows (rows valid)][J outputs] (+)= Σ over kc
+// elements of x·w. xs: the first slab at the block's first element
+// (slab_stride floats between slabs); w: weight row 0 at the block's first
+// element (wld floats between rows). Per k: IV slab loads, J broadcasts,
+// J · IV FMAs; each lane accumulates its own (row, output) in k order, so
+// the bits depend neither on the tile shape nor on how n was split.
+template <int J, int IV>
+void F32SlabTile(const float* xs, int64_t slab_stride, const float* w,
+                 int64_t wld, int64_t kc, float* y, int64_t ldy,
+                 const float* bias, bool first, int rows) {
+  __m512 acc[J][IV];
+#pragma GCC unroll 8
+  for (int j = 0; j < J; ++j) {
+#pragma GCC unroll 4
+    for (int v = 0; v < IV; ++v) acc[j][v] = _mm512_setzero_ps();
+  }
+  for (int64_t c = 0; c < kc; ++c) {
+    __m512 xv[IV];
+#pragma GCC unroll 4
+    for (int v = 0; v < IV; ++v) {
+      xv[v] = _mm512_loadu_ps(xs + c * 16 + v * slab_stride);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < J; ++j) {
+      const __m512 b = _mm512_set1_ps(w[j * wld + c]);
+#pragma GCC unroll 4
+      for (int v = 0; v < IV; ++v) {
+        acc[j][v] = _mm512_fmadd_ps(xv[v], b, acc[j][v]);
+      }
+    }
+  }
+  StoreTile<J, IV>(acc, y, ldy, bias, first, rows);
+}
+
+using SlabTileFn = void (*)(const float*, int64_t, const float*, int64_t,
+                            int64_t, float*, int64_t, const float*, bool, int);
+
+// Tiles [J - 1][IV - 1].
+static_assert(Traits::kSlabIv == 3 && Traits::kSlabJr == 8);
+template <int... Js>
+constexpr auto MakeSlabTiles(std::integer_sequence<int, Js...>) {
+  struct Table {
+    SlabTileFn fn[sizeof...(Js)][3];
+  };
+  return Table{{{&F32SlabTile<Js + 1, 1>, &F32SlabTile<Js + 1, 2>,
+                 &F32SlabTile<Js + 1, 3>}...}};
+}
 }  // namespace
 
 #define TESSERA_Q8_VNNI 0
@@ -399,6 +490,7 @@ inline void Q8Gemv(const cpu::LinearProblem& p, int64_t n0, int64_t n1) {
 }  // namespace
 
 #define TESSERA_HAS_BF16_DOT 1
+#define TESSERA_HAS_F32_SLABS 1
 #include "kernels/cpu/internal/kernels_impl.inc"
 
 }  // namespace tessera::kernels::cpu::avx512

@@ -209,6 +209,62 @@ TEST(LinearTest, Bf16DotGemmBlockEdgesAndPartitionInvariance) {
   }
 }
 
+// The f32 slab GEMM (blocked sizes of f32, q8_0 and exact bf16 weights on
+// AVX-512: outer-product tiles of 8 outputs × 48 rows, K blocks of <= 2048,
+// 64-output blocks): shapes past every block edge (three K blocks, a lane
+// tail, m and n not multiples of the tile), against the reference; then
+// partition invariance: each (row, output) accumulates in k order in its own
+// lane, so the bits depend neither on the thread count nor on which outputs
+// or rows share the call. Without the slab GEMM (AVX2) rows share register
+// tiles, so only the thread count and output subsets are checked there.
+TEST(LinearTest, SlabGemmBlockEdgesAndPartitionInvariance) {
+  ThreadPool pool(3);
+  for (Isa isa : SupportedIsas()) {
+    if (isa == Isa::kScalar) continue;
+    for (const LinearCase& c : {LinearCase{DType::kF32, 200, 37, 4101},
+                                LinearCase{DType::kF32, 75, 75, 2049},
+                                LinearCase{DType::kF32, 97, 9, 17},
+                                LinearCase{DType::kQ8_0, 70, 19, 4128},
+                                LinearCase{DType::kBF16, 81, 23, 2500}}) {
+      const bool exact = c.dtype == DType::kBF16;
+      CheckLinear(c, isa, exact, &pool);
+      const std::vector<float> x = RandomVector(c.m * c.k, 15 + c.k);
+      const std::vector<float> bias = RandomVector(c.n, 16);
+      const Tensor w = RandomWeight(c.dtype, c.n, c.k, 17 + c.n);
+      std::vector<float> all(c.m * c.n), one(c.m * c.n);
+      ASSERT_TRUE(Linear({&pool, isa, exact}, x.data(), c.m, c.k, w,
+                         bias.data(), all.data(), c.n)
+                      .ok());
+      ASSERT_TRUE(Linear({nullptr, isa, exact}, x.data(), c.m, c.k, w,
+                         bias.data(), one.data(), c.n)
+                      .ok());
+      EXPECT_EQ(all, one) << "thread count changed the result";
+      // Outputs [3, n - 2) (whole rows of W: q8_0 blocks stay intact) and,
+      // on the slab path, rows [5, m - 1) (still past the streamed sizes).
+      const bool slabs = isa == Isa::kAvx512;
+      const int64_t j0 = 3, nj = c.n - 5, i0 = slabs ? 5 : 0,
+                    ni = slabs ? c.m - 6 : c.m;
+      const int64_t row_bytes = w.nbytes() / c.n;
+      Tensor ws = Tensor::Empty(c.dtype, {nj, c.k});
+      std::memcpy(ws.raw_data(),
+                  static_cast<const uint8_t*>(w.raw_data()) + j0 * row_bytes,
+                  nj * row_bytes);
+      std::vector<float> part(ni * nj);
+      ASSERT_TRUE(Linear({&pool, isa, exact}, x.data() + i0 * c.k, ni, c.k, ws,
+                         bias.data() + j0, part.data(), nj)
+                      .ok());
+      for (int64_t i = 0; i < ni; ++i) {
+        for (int64_t j = 0; j < nj; ++j) {
+          ASSERT_EQ(part[i * nj + j], all[(i0 + i) * c.n + j0 + j])
+              << IsaName(isa) << " " << DTypeName(c.dtype) << " m=" << c.m
+              << " n=" << c.n << " k=" << c.k << " at (" << i0 + i << ","
+              << j0 + j << ")";
+        }
+      }
+    }
+  }
+}
+
 // Streamed Linear (decode): a row's result must not depend on how many rows
 // share the call. One activation row reads W one row at a time (f16, bf16,
 // q8_0 on AVX-512), more rows use multi-row tiles with the next tile

@@ -15,17 +15,23 @@ enum class CacheType : int32_t { kF32, kF16, kBF16 };
 
 // Tiling of the Linear kernels of one ISA (see the kernel files' headers).
 struct LinearTraits {
-  int32_t lanes;       // f32 lanes per vector register.
-  int32_t mr;          // Activation rows per register tile.
-  int32_t nr;          // Weight rows (outputs) per register tile.
-  int32_t kc_f32;      // K block of the f32-FMA GEMM (elements).
-  int32_t kc_bf16;     // K block of the bf16 dot-product GEMM (elements).
-  int32_t nr_bf16;     // Outputs per bf16 dot-product tile (the partition
-                       // granularity of that path).
-  int32_t nc;          // Weight rows per L2 block.
-  int32_t mc;          // Activation rows per block.
-  int32_t gemv_max_m;  // m at or below which Linear streams W (no blocking).
-  bool has_bf16_dot;   // vdpbf16ps available (compiled in and enabled).
+  int32_t lanes;         // f32 lanes per vector register.
+  int32_t mr;            // Activation rows per register tile.
+  int32_t nr;            // Weight rows (outputs) per register tile.
+  int32_t kc_f32;        // K block of the f32-FMA GEMM (elements).
+  int32_t kc_bf16;       // K block of the bf16 dot-product GEMM (elements).
+  int32_t nr_bf16;       // Outputs per bf16 dot-product tile (the partition
+                         // granularity of that path).
+  int32_t nc;            // Weight rows per L2 block.
+  int32_t mc;            // Activation rows per block.
+  int32_t gemv_max_m;    // m at or below which Linear streams W (no blocking).
+  int32_t stream_max_m;  // Largest m streamed for f32 and bf16 weights
+                         // (f16: every m).
+  int32_t stream_max_m_q8;  // Largest m streamed for q8_0 weights.
+  int32_t nr_slabs;         // Outputs per f32 slab tile (the partition
+                            // granularity of that path).
+  bool has_bf16_dot;        // vdpbf16ps available (compiled in and enabled).
+  bool has_f32_slabs;  // The blocked GEMM runs on PackF32Slabs activations.
 };
 
 // One Linear call: y[m, n] = x[m, k] · W[n, k]ᵀ (+ bias).
@@ -43,6 +49,9 @@ struct LinearProblem {
   // Set for the bf16 dot-product path: x rounded to bf16 and packed by
   // PackBF16Pairs (slabs of 16 rows, (k + 1) / 2 bf16 pairs per row).
   const uint32_t* xp = nullptr;
+  // Set for the f32 slab GEMM (blocked path, has_f32_slabs): x packed by
+  // PackF32Slabs (slabs of 16 rows, k floats per row).
+  const float* xs = nullptr;
   // Set for the q8_0 × q8_0 GEMV path (q8_0 weights, m <= gemv_max_m): x
   // quantized per 32-value block, int8 values (row stride ldxq bytes) and each
   // block's f32 scale repeated 8 times (row stride ldxd floats = k / 4).
@@ -110,6 +119,10 @@ struct AttentionProblem {
      [q][l]; missing rows and the odd column are zero. */                      \
   void PackBF16Pairs(const float* x, int64_t rows, int64_t k, int64_t ld,      \
                      uint32_t* out);                                           \
+  /* x rows [0, rows) (stride ld) into 16-row slabs: slab s at out + s * 16 *  \
+     k holds float [k][16] = x[16s + l][c] at [c][l]; missing rows zero. */    \
+  void PackF32Slabs(const float* x, int64_t rows, int64_t k, int64_t ld,       \
+                    float* out);                                               \
   void DequantizeRows(WeightType t, const void* w, int64_t cols,               \
                       const int32_t* ids, int64_t n, float* out);              \
   void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t n,   \
