@@ -20,6 +20,8 @@ struct CpuFeatures {
   bool avx512_bf16 = false;
   bool amx_tile = false;
   bool amx_bf16 = false;
+  bool amd = false;  // CPUID vendor "AuthenticAMD" (tunes memory-access
+                     // order, never correctness).
 
   // AVX-512 F+BW+VL+DQ: what the AVX-512 kernels need.
   bool HasAvx512() const { return avx512f && avx512bw && avx512vl && avx512dq; }

@@ -207,6 +207,8 @@ absl::Status PrepareLinear(const Context& ctx, const IsaKernels* kern,
   p.y = y;
   p.ldy = ldy;
   const cpu::LinearTraits traits = kern->linear_traits();
+  p.row_stream = ctx.gemv_read == GemvRead::kRows ||
+                 (ctx.gemv_read == GemvRead::kAuto && GetCpuFeatures().amd);
   if (p.wtype == cpu::WeightType::kBF16 && !ctx.exact && traits.has_bf16_dot &&
       GetCpuFeatures().avx512_bf16 && m > traits.gemv_max_m) {
     // Rounded and packed once per call (16-row slabs of bf16 pairs, the

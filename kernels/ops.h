@@ -30,6 +30,16 @@ Isa BestIsa();
 bool IsaSupported(Isa isa);
 
 // How a kernel runs: on which threads and with which instruction set.
+// How a single-row (decode) Linear over f16 or bf16 weights reads W. The bits
+// are the same either way; only the speed differs, by CPU:
+//   kRows: one weight row at a time, one sequential stream per thread for the
+//     hardware prefetchers (Zen 5 guest: 52-56 GB/s vs 46-48 for kTiles);
+//   kTiles: kGemvNr interleaved rows with the next tile software-prefetched
+//     (Intel Xeon guest: TinyLlama f16 decode 0.85-0.87 of the memory
+//     roofline vs 0.77-0.81 for kRows);
+//   kAuto: kRows on AMD, kTiles elsewhere.
+enum class GemvRead { kAuto, kRows, kTiles };
+
 struct Context {
   ThreadPool* pool = nullptr;  // Null: the calling thread only.
   Isa isa = Isa::kAuto;        // kAuto: the best the CPU has; kScalar: the
@@ -45,6 +55,7 @@ struct Context {
   // so |y - reference| <= Σ_blocks amax/254 · Σ|w| (+ f32 rounding). `exact`
   // keeps f32 activations there too.
   bool exact = false;
+  GemvRead gemv_read = GemvRead::kAuto;  // See GemvRead.
 };
 
 // y[i,:] = x[i,:] · Wᵀ (+ bias) for i < m. W: 2-D [n, k] of f32|f16|bf16|q8_0

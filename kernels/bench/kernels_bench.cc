@@ -113,8 +113,11 @@ int RunKernelsBench(const KernelsBenchOptions& options, std::FILE* out) {
   ThreadPool pool(threads);
   const CpuFeatures& f = GetCpuFeatures();
   const Isa isa = BestIsa();
-  std::fprintf(out, "bench kernels: %d threads, isa %s, cpu [%s]\n", threads,
-               IsaName(isa), f.ToString().c_str());
+  std::fprintf(out,
+               "bench kernels: %d threads, isa %s, cpu %s[%s], f16/bf16 GEMV "
+               "reads W %s\n",
+               threads, IsaName(isa), f.amd ? "AMD " : "", f.ToString().c_str(),
+               f.amd ? "by rows" : "in tiles");
   std::fprintf(out,
                "(each ratio pairs a kernel with its baseline measured "
                "alternately in the same loop, best of each; clock: %s)\n",

@@ -266,9 +266,9 @@ TEST(LinearTest, SlabGemmBlockEdgesAndPartitionInvariance) {
 }
 
 // Streamed Linear (decode): a row's result must not depend on how many rows
-// share the call. One activation row reads W one row at a time (f16, bf16,
-// q8_0 on AVX-512), more rows use multi-row tiles with the next tile
-// prefetched; both accumulate each dot product in the same order, so every
+// share the call. One activation row may read W one row at a time (f16, bf16
+// on AVX-512, GemvRead::kRows), more rows use multi-row tiles with the next
+// tile prefetched; both accumulate each dot product in the same order, so every
 // row of an m-row call (m up to the streamed limit, odd n and k with lane
 // tails) equals that row computed alone, bit for bit, with and without a
 // bias, on every thread count.
@@ -293,6 +293,22 @@ TEST(LinearTest, StreamedRowsEqualTheRowAloneBitForBit) {
                                alone.data() + i * n, n)
                             .ok());
           }
+          // Both read orders of a single row give the same bits.
+          for (GemvRead read : {GemvRead::kRows, GemvRead::kTiles}) {
+            Context ctx_read = ctx;
+            ctx_read.gemv_read = read;
+            std::vector<float> row(n);
+            for (int64_t i = 0; i < 16; ++i) {
+              ASSERT_TRUE(
+                  Linear(ctx_read, x.data() + i * k, 1, k, w, b, row.data(), n)
+                      .ok());
+              int64_t bad = 0;
+              for (int64_t j = 0; j < n; ++j) bad += row[j] != alone[i * n + j];
+              EXPECT_EQ(bad, 0) << IsaName(isa) << " " << DTypeName(dt)
+                                << " n=" << n << " k=" << k << " row " << i
+                                << " read order " << static_cast<int>(read);
+            }
+          }
           for (int64_t m : {2, 3, 4, 5, 16}) {
             std::vector<float> batch(m * n);
             ASSERT_TRUE(
@@ -305,6 +321,36 @@ TEST(LinearTest, StreamedRowsEqualTheRowAloneBitForBit) {
           }
         }
       }
+    }
+  }
+}
+
+// The q8_0 × q8_0 decode GEMV (activations quantized, m = 1) reads W one row
+// at a time (GemvRead::kRows) or in prefetched multi-row tiles (kTiles, the
+// default off AMD): one reduction per accumulator either way, so the same
+// bits, and the same bits on any thread count (odd n: a tile tail per range).
+TEST(LinearTest, Q8GemvReadOrdersGiveTheSameBits) {
+  ThreadPool pool(3);
+  for (Isa isa : SupportedIsas()) {
+    if (isa == Isa::kScalar) continue;
+    for (const auto& [n, k] :
+         {std::pair<int64_t, int64_t>{37, 2048}, {131, 96}}) {
+      const std::vector<float> x = RandomVector(k, 51 + k);
+      const Tensor w = RandomWeight(DType::kQ8_0, n, k, 52 + n);
+      std::vector<float> rows(n), tiles(n), tiles_one_thread(n);
+      Context ctx{&pool, isa};
+      ctx.gemv_read = GemvRead::kRows;
+      ASSERT_TRUE(Linear(ctx, x.data(), 1, k, w, nullptr, rows.data(), n).ok());
+      ctx.gemv_read = GemvRead::kTiles;
+      ASSERT_TRUE(
+          Linear(ctx, x.data(), 1, k, w, nullptr, tiles.data(), n).ok());
+      ctx.pool = nullptr;
+      ASSERT_TRUE(
+          Linear(ctx, x.data(), 1, k, w, nullptr, tiles_one_thread.data(), n)
+              .ok());
+      EXPECT_EQ(rows, tiles) << IsaName(isa) << " n=" << n << " k=" << k;
+      EXPECT_EQ(tiles, tiles_one_thread)
+          << IsaName(isa) << " n=" << n << " k=" << k;
     }
   }
 }

@@ -61,6 +61,9 @@ struct LinearProblem {
   int64_t ldxd = 0;
   const int32_t* xsum = nullptr;  // Σ of each block's int8 values (k / 32
                                   // per row).
+  // m <= 1 with f16/bf16 W: read W one row at a time instead of in kGemvNr-row
+  // tiles (kernels::GemvRead; same bits).
+  bool row_stream = false;
   bool vnni = false;  // Use cpu::avx512_vnni::Q8GemvRange (CPU has VNNI).
 };
 
