@@ -20,6 +20,7 @@ namespace {
 struct IsaKernels {
   cpu::LinearTraits (*linear_traits)();
   int64_t (*linear_scratch)(const cpu::LinearProblem&);
+  bool (*linear_streams)(const cpu::LinearProblem&);
   void (*linear_range)(const cpu::LinearProblem&, int64_t, int64_t, float*);
   void (*pack_bf16)(const float*, int64_t, int64_t, int64_t, uint32_t*);
   void (*pack_f32)(const float*, int64_t, int64_t, int64_t, float*);
@@ -46,16 +47,16 @@ struct IsaKernels {
                     float*);
 };
 
-#define TESSERA_ISA_KERNELS(ns)                                            \
-  IsaKernels {                                                             \
-    &cpu::ns::GetLinearTraits, &cpu::ns::LinearScratchFloats,              \
-        &cpu::ns::LinearRange, &cpu::ns::PackBF16Pairs,                    \
-        &cpu::ns::PackF32Slabs, &cpu::ns::QuantizeRowsQ8,                  \
-        &cpu::ns::DequantizeRows, &cpu::ns::RmsNorm, &cpu::ns::AddRmsNorm, \
-        &cpu::ns::SiluMul, &cpu::ns::Rope, &cpu::ns::RopeTable,            \
-        &cpu::ns::RopeApply, &cpu::ns::KvCacheWriteHead,                   \
-        &cpu::ns::KvCacheWrite, &cpu::ns::AttentionScratchFloats,          \
-        &cpu::ns::Attention                                                \
+#define TESSERA_ISA_KERNELS(ns)                                                \
+  IsaKernels {                                                                 \
+    &cpu::ns::GetLinearTraits, &cpu::ns::LinearScratchFloats,                  \
+        &cpu::ns::LinearStreams, &cpu::ns::LinearRange,                        \
+        &cpu::ns::PackBF16Pairs, &cpu::ns::PackF32Slabs,                       \
+        &cpu::ns::QuantizeRowsQ8, &cpu::ns::DequantizeRows, &cpu::ns::RmsNorm, \
+        &cpu::ns::AddRmsNorm, &cpu::ns::SiluMul, &cpu::ns::Rope,               \
+        &cpu::ns::RopeTable, &cpu::ns::RopeApply, &cpu::ns::KvCacheWriteHead,  \
+        &cpu::ns::KvCacheWrite, &cpu::ns::AttentionScratchFloats,              \
+        &cpu::ns::Attention                                                    \
   }
 
 constexpr IsaKernels kAvx512Kernels = TESSERA_ISA_KERNELS(avx512);
@@ -227,12 +228,7 @@ absl::Status PrepareLinear(const Context& ctx, const IsaKernels* kern,
     });
     p.xp = xp_data;
   }
-  // The blocked (not streamed) sizes: see Streams in kernels_impl.inc.
-  const bool blocked =
-      p.wtype == cpu::WeightType::kQ8_0  ? m > traits.stream_max_m_q8
-      : p.wtype == cpu::WeightType::kF16 ? false
-                                         : m > traits.stream_max_m;
-  if (traits.has_f32_slabs && p.xp == nullptr && blocked) {
+  if (traits.has_f32_slabs && p.xp == nullptr && !kern->linear_streams(p)) {
     // Packed once per call in 16-row slabs, like the bf16 pairs above (one
     // copy of x; on one thread ~2% of a 128-row GEMM).
     thread_local std::vector<float> xs;

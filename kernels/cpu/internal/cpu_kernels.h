@@ -15,22 +15,19 @@ enum class CacheType : int32_t { kF32, kF16, kBF16 };
 
 // Tiling of the Linear kernels of one ISA (see the kernel files' headers).
 struct LinearTraits {
-  int32_t lanes;         // f32 lanes per vector register.
-  int32_t mr;            // Activation rows per register tile.
-  int32_t nr;            // Weight rows (outputs) per register tile.
-  int32_t kc_f32;        // K block of the f32-FMA GEMM (elements).
-  int32_t kc_bf16;       // K block of the bf16 dot-product GEMM (elements).
-  int32_t nr_bf16;       // Outputs per bf16 dot-product tile (the partition
-                         // granularity of that path).
-  int32_t nc;            // Weight rows per L2 block.
-  int32_t mc;            // Activation rows per block.
-  int32_t gemv_max_m;    // m at or below which Linear streams W (no blocking).
-  int32_t stream_max_m;  // Largest m streamed for f32 and bf16 weights
-                         // (f16: every m).
-  int32_t stream_max_m_q8;  // Largest m streamed for q8_0 weights.
-  int32_t nr_slabs;         // Outputs per f32 slab tile (the partition
-                            // granularity of that path).
-  bool has_bf16_dot;        // vdpbf16ps available (compiled in and enabled).
+  int32_t lanes;       // f32 lanes per vector register.
+  int32_t mr;          // Activation rows per register tile.
+  int32_t nr;          // Weight rows (outputs) per register tile.
+  int32_t kc_f32;      // K block of the f32-FMA GEMM (elements).
+  int32_t kc_bf16;     // K block of the bf16 dot-product GEMM (elements).
+  int32_t nr_bf16;     // Outputs per bf16 dot-product tile (the partition
+                       // granularity of that path).
+  int32_t nc;          // Weight rows per L2 block.
+  int32_t mc;          // Activation rows per block.
+  int32_t gemv_max_m;  // m at or below which Linear streams W (no blocking).
+  int32_t nr_slabs;    // Outputs per f32 slab tile (the partition
+                       // granularity of that path).
+  bool has_bf16_dot;   // vdpbf16ps available (compiled in and enabled).
   bool has_f32_slabs;  // The blocked GEMM runs on PackF32Slabs activations.
 };
 
@@ -107,6 +104,8 @@ struct AttentionProblem {
   LinearTraits GetLinearTraits();                                              \
   /* Per-thread scratch (floats) LinearRange needs for this problem. */        \
   int64_t LinearScratchFloats(const LinearProblem& p);                         \
+  /* Whether p runs the streamed path (no packed x wanted), given p.xp. */     \
+  bool LinearStreams(const LinearProblem& p);                                  \
   /* Outputs [n0, n1) for all m rows. */                                       \
   void LinearRange(const LinearProblem& p, int64_t n0, int64_t n1,             \
                    float* scratch);                                            \
@@ -123,7 +122,8 @@ struct AttentionProblem {
   void PackBF16Pairs(const float* x, int64_t rows, int64_t k, int64_t ld,      \
                      uint32_t* out);                                           \
   /* x rows [0, rows) (stride ld) into 16-row slabs: slab s at out + s * 16 *  \
-     k holds float [k][16] = x[16s + l][c] at [c][l]; missing rows zero. */    \
+     k holds float [k][16] = x[16s + l][c] at [c][l]; missing rows zero.       \
+     Only where LinearTraits::has_f32_slabs (traps elsewhere). */              \
   void PackF32Slabs(const float* x, int64_t rows, int64_t k, int64_t ld,       \
                     float* out);                                               \
   void DequantizeRows(WeightType t, const void* w, int64_t cols,               \
