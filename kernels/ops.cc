@@ -210,6 +210,7 @@ absl::Status PrepareLinear(const Context& ctx, const IsaKernels* kern,
   const cpu::LinearTraits traits = kern->linear_traits();
   p.row_stream = ctx.gemv_read == GemvRead::kRows ||
                  (ctx.gemv_read == GemvRead::kAuto && GetCpuFeatures().amd);
+  p.f16_blocked = !GetCpuFeatures().amd;
   if (p.wtype == cpu::WeightType::kBF16 && !ctx.exact && traits.has_bf16_dot &&
       GetCpuFeatures().avx512_bf16 && m > traits.gemv_max_m) {
     // Rounded and packed once per call (16-row slabs of bf16 pairs, the

@@ -217,6 +217,8 @@ TEST(LinearTest, Bf16DotGemmBlockEdgesAndPartitionInvariance) {
 // lane, so the bits depend neither on the thread count nor on which outputs
 // or rows share the call. Without the slab GEMM (AVX2) rows share register
 // tiles, so only the thread count and output subsets are checked there.
+// f16 takes the slab path off AMD (LinearProblem::f16_blocked) and streams
+// there; either way each row's bits are its own.
 TEST(LinearTest, SlabGemmBlockEdgesAndPartitionInvariance) {
   ThreadPool pool(3);
   for (Isa isa : SupportedIsas()) {
@@ -225,6 +227,7 @@ TEST(LinearTest, SlabGemmBlockEdgesAndPartitionInvariance) {
                                 LinearCase{DType::kF32, 75, 75, 2049},
                                 LinearCase{DType::kF32, 97, 9, 17},
                                 LinearCase{DType::kQ8_0, 70, 19, 4128},
+                                LinearCase{DType::kF16, 90, 21, 2100},
                                 LinearCase{DType::kBF16, 81, 23, 2500}}) {
       const bool exact = c.dtype == DType::kBF16;
       CheckLinear(c, isa, exact, &pool);

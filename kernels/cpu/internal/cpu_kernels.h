@@ -61,6 +61,9 @@ struct LinearProblem {
   // m <= 1 with f16/bf16 W: read W one row at a time instead of in kGemvNr-row
   // tiles (kernels::GemvRead; same bits).
   bool row_stream = false;
+  // f16 W past the streamed sizes runs the f32 slab GEMM (where the ISA has
+  // it) instead of streaming at every m (kernels_impl.inc, LinearStreams).
+  bool f16_blocked = false;
   bool vnni = false;  // Use cpu::avx512_vnni::Q8GemvRange (CPU has VNNI).
 };
 
