@@ -183,7 +183,8 @@ struct Traits {
   static constexpr int kGemvMaxM = 4;
   // m <= kGemvRowMaxM streams W one row at a time (kernels_impl.inc).
   static constexpr int kGemvRowMaxM = 1;
-  // Largest m whose f32 (q8_0) weights are streamed; f16 always is.
+  // Largest m whose f32 (q8_0) weights are streamed; f16: the same off AMD
+  // (LinearProblem::f16_blocked), else always.
   static constexpr int kStreamMaxM = 64;
   static constexpr int kStreamMaxMQ8 = 16;
   // Activation bytes per streamed row block (kept in L2).
