@@ -179,6 +179,11 @@ bool IsaSupported(Isa isa) {
   return false;
 }
 
+bool GemvReadsRows(GemvRead read) {
+  return read == GemvRead::kRows ||
+         (read == GemvRead::kAuto && GetCpuFeatures().amd);
+}
+
 namespace {
 
 // Validates a Linear call and fills `p`, preparing the activations the chosen
@@ -208,8 +213,7 @@ absl::Status PrepareLinear(const Context& ctx, const IsaKernels* kern,
   p.y = y;
   p.ldy = ldy;
   const cpu::LinearTraits traits = kern->linear_traits();
-  p.row_stream = ctx.gemv_read == GemvRead::kRows ||
-                 (ctx.gemv_read == GemvRead::kAuto && GetCpuFeatures().amd);
+  p.row_stream = GemvReadsRows(ctx.gemv_read);
   p.f16_blocked = !GetCpuFeatures().amd;
   if (p.wtype == cpu::WeightType::kBF16 && !ctx.exact && traits.has_bf16_dot &&
       GetCpuFeatures().avx512_bf16 && m > traits.gemv_max_m) {

@@ -29,9 +29,8 @@ Isa BestIsa();
 // True when `isa` can run here (kAuto and kScalar always can).
 bool IsaSupported(Isa isa);
 
-// How a kernel runs: on which threads and with which instruction set.
-// How a single-row (decode) Linear over f16 or bf16 weights reads W. The bits
-// are the same either way; only the speed differs, by CPU:
+// How a single-row (decode) Linear over f16, bf16 or q8_0 weights reads W.
+// The bits are the same either way; only the speed differs, by CPU:
 //   kRows: one weight row at a time, one sequential stream per thread for the
 //     hardware prefetchers (Zen 5 guest: 52-56 GB/s vs 46-48 for kTiles);
 //   kTiles: kGemvNr interleaved rows with the next tile software-prefetched
@@ -40,6 +39,10 @@ bool IsaSupported(Isa isa);
 //   kAuto: kRows on AMD, kTiles elsewhere.
 enum class GemvRead { kAuto, kRows, kTiles };
 
+// Whether `read` means kRows on this CPU (kAuto resolved by vendor).
+bool GemvReadsRows(GemvRead read);
+
+// How a kernel runs: on which threads and with which instruction set.
 struct Context {
   ThreadPool* pool = nullptr;  // Null: the calling thread only.
   Isa isa = Isa::kAuto;        // kAuto: the best the CPU has; kScalar: the

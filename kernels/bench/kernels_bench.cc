@@ -114,10 +114,10 @@ int RunKernelsBench(const KernelsBenchOptions& options, std::FILE* out) {
   const CpuFeatures& f = GetCpuFeatures();
   const Isa isa = BestIsa();
   std::fprintf(out,
-               "bench kernels: %d threads, isa %s, cpu %s[%s], f16/bf16 GEMV "
+               "bench kernels: %d threads, isa %s, cpu %s[%s], m=1 GEMV "
                "reads W %s\n",
                threads, IsaName(isa), f.amd ? "AMD " : "", f.ToString().c_str(),
-               f.amd ? "by rows" : "in tiles");
+               GemvReadsRows(GemvRead::kAuto) ? "by rows" : "in tiles");
   std::fprintf(out,
                "(each ratio pairs a kernel with its baseline measured "
                "alternately in the same loop, best of each; clock: %s)\n",

@@ -58,8 +58,8 @@ struct LinearProblem {
   int64_t ldxd = 0;
   const int32_t* xsum = nullptr;  // Σ of each block's int8 values (k / 32
                                   // per row).
-  // m <= 1 with f16/bf16 W: read W one row at a time instead of in kGemvNr-row
-  // tiles (kernels::GemvRead; same bits).
+  // m = 1 with f16/bf16 W or the q8_0 × q8_0 GEMV: read W one row at a time
+  // instead of in multi-row tiles (kernels::GemvRead; same bits).
   bool row_stream = false;
   // f16 W past the streamed sizes runs the f32 slab GEMM (where the ISA has
   // it) instead of streaming at every m (kernels_impl.inc, LinearStreams).
