@@ -160,13 +160,23 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromGguf(const GgufFile& gguf) {
                    gguf.GetString("tokenizer.ggml.model"));
   ASSIGN_OR_RETURN(spec.tokens, gguf.GetStringArray("tokenizer.ggml.tokens"));
   const size_t n = spec.tokens.size();
+  // Per-token arrays must cover the vocabulary exactly: the tokenizers index
+  // them by token id (a short token_type array read past its end in the t5
+  // path, found by gguf_fuzzer).
+  auto check_length = [&](std::string_view key, size_t got) -> absl::Status {
+    if (got == n) return absl::OkStatus();
+    return absl::InvalidArgumentError(fmt::format(
+        "{}: {} has {} entries for {} tokens", gguf.path(), key, got, n));
+  };
   if (gguf.Has("tokenizer.ggml.scores")) {
     ASSIGN_OR_RETURN(spec.scores,
                      gguf.GetFloat32Array("tokenizer.ggml.scores"));
+    RETURN_IF_ERROR(check_length("tokenizer.ggml.scores", spec.scores.size()));
   }
   if (gguf.Has("tokenizer.ggml.token_type")) {
     ASSIGN_OR_RETURN(const std::vector<int32_t> types,
                      gguf.GetInt32Array("tokenizer.ggml.token_type"));
+    RETURN_IF_ERROR(check_length("tokenizer.ggml.token_type", types.size()));
     spec.types.reserve(types.size());
     for (const int32_t t : types) {
       spec.types.push_back(t >= 0 && t <= 6 ? static_cast<TokenType>(t)

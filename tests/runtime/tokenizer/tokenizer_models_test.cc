@@ -518,6 +518,33 @@ TEST(GgufUnigramTest, FollowsLlamaCppUgm) {
   EXPECT_THAT(Enc(**plain, "A"), ElementsAre(3, 2));
 }
 
+// A token_type (or scores) array shorter than the vocabulary is a clear
+// error, not a read past its end (gguf_fuzzer found that in the t5 path).
+TEST(GgufUnigramTest, RejectsPerTokenArraysOfTheWrongLength) {
+  const std::vector<std::string> tokens = {"<pad>", "</s>", "<unk>", "a"};
+  for (const bool short_types : {true, false}) {
+    GgufWriter w;
+    w.SetKv("tokenizer.ggml.model", GgufValue::String("t5"));
+    w.SetKv("tokenizer.ggml.tokens", GgufValue::StringArray(tokens));
+    w.SetKv(
+        "tokenizer.ggml.scores",
+        GgufValue::Float32Array(short_types ? std::vector<float>{0, 0, 0, -1}
+                                            : std::vector<float>{0, 0, -1}));
+    w.SetKv(
+        "tokenizer.ggml.token_type",
+        GgufValue::IntArray(GgufType::kInt32,
+                            short_types ? std::vector<int64_t>{3}
+                                        : std::vector<int64_t>{3, 3, 2, 1}));
+    const std::string path = testing::MakeTempDir() + "/short.gguf";
+    ASSERT_TRUE(w.Write(path).ok());
+    auto t = LoadTokenizer(path);
+    ASSERT_FALSE(t.ok());
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(t.status().message()),
+                ::testing::HasSubstr(short_types ? "token_type" : "scores"));
+  }
+}
+
 // Scores whose two segmentations of "xaaaa" tie exactly in double
 // arithmetic but not with float path sums (found by search):
 //   x a aaa: (X + A1) + A3 and x aaa a: (X + A3) + A1.
