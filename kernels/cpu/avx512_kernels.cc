@@ -189,6 +189,9 @@ struct Traits {
   static constexpr int kStreamMaxMQ8 = 16;
   // Activation bytes per streamed row block (kept in L2).
   static constexpr int64_t kStreamBlockBytes = 512 * 1024;
+  // How many W tiles ahead a streamed tile serving more than kGemvMaxM rows
+  // prefetches (Pf::kNextRows in kernels_impl.inc).
+  static constexpr int kStreamPrefetchTiles = 2;
 };
 
 // ---- bf16 dot-product GEMM (outer product over bf16 pairs) ----
