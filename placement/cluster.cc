@@ -91,7 +91,8 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
                              "token_overhead_us",
                              "head_overhead_us",
                              "step_overhead_us",
-                             "cached_bandwidth_gain"}));
+                             "cached_bandwidth_gain",
+                             "serial_fraction_curve"}));
   DeviceProfile p = base ? *base : DeviceProfile{};
   const bool req = base == nullptr;
   ASSIGN_OR_RETURN(p.kind, internal::GetString(j, where, "kind", p.kind, req));
@@ -196,6 +197,25 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
                                            point[1].get<double>());
     }
   }
+  if (j.contains("serial_fraction_curve")) {
+    const json& g = j["serial_fraction_curve"];
+    const std::string what = w + " serial_fraction_curve";
+    if (!g.is_array()) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: must be an array of [compute/memory ratio, fraction] pairs",
+          what));
+    }
+    p.serial_fraction_curve.clear();
+    for (const json& point : g) {
+      if (!point.is_array() || point.size() != 2 || !point[0].is_number() ||
+          !point[1].is_number()) {
+        return absl::InvalidArgumentError(fmt::format(
+            "{}: each point must be [compute/memory ratio, fraction]", what));
+      }
+      p.serial_fraction_curve.emplace_back(point[0].get<double>(),
+                                           point[1].get<double>());
+    }
+  }
   ASSIGN_OR_RETURN(double res,
                    GetNumber(j, w, "reserved_memory_gb",
                              p.reserved_memory_bytes / kGB, false, false));
@@ -280,6 +300,20 @@ double DeviceProfile::BandwidthGain(double working_set_bytes) const {
   return 1.0;
 }
 
+double DeviceProfile::SerialFraction(double ratio) const {
+  const auto& g = serial_fraction_curve;
+  if (g.empty() || !(ratio > 0)) return serial_fraction;
+  if (ratio <= g.front().first) return g.front().second;
+  for (size_t i = 1; i < g.size(); ++i) {
+    if (ratio <= g[i].first) {
+      const double x0 = std::log(g[i - 1].first), x1 = std::log(g[i].first);
+      const double f = (std::log(ratio) - x0) / (x1 - x0);
+      return g[i - 1].second + f * (g[i].second - g[i - 1].second);
+    }
+  }
+  return g.back().second;
+}
+
 absl::Status ValidateDeviceProfile(const DeviceProfile& p) {
   const std::string w = "device profile " + p.kind;
   if (p.kind.empty())
@@ -323,6 +357,16 @@ absl::Status ValidateDeviceProfile(const DeviceProfile& p) {
           w +
           ": cached_bandwidth_gain needs increasing positive sizes and "
           "multipliers >= 1");
+    }
+  }
+  for (size_t i = 0; i < p.serial_fraction_curve.size(); ++i) {
+    const auto& [ratio, f] = p.serial_fraction_curve[i];
+    if (!(ratio > 0) || !std::isfinite(ratio) || !(f >= 0 && f <= 1) ||
+        (i > 0 && !(ratio > p.serial_fraction_curve[i - 1].first))) {
+      return absl::InvalidArgumentError(
+          w +
+          ": serial_fraction_curve needs increasing positive ratios and "
+          "fractions in [0, 1]");
     }
   }
   if (!(p.intra_node.bandwidth_bytes_per_s > 0) ||
@@ -374,6 +418,13 @@ std::string DeviceProfileToJson(const DeviceProfile& p) {
       g.push_back(json::array({bytes / 1e6, gain}));
     }
     j["cached_bandwidth_gain"] = g;
+  }
+  if (!p.serial_fraction_curve.empty()) {
+    json g = json::array();
+    for (const auto& [ratio, f] : p.serial_fraction_curve) {
+      g.push_back(json::array({ratio, f}));
+    }
+    j["serial_fraction_curve"] = g;
   }
   return j.dump(2);
 }

@@ -45,6 +45,13 @@ struct DeviceProfile {
   // not hidden behind the longer one: 0 is the ideal roofline max(c, m); a
   // CPU core that both streams weights and multiplies them pays part of both.
   double serial_fraction = 0;
+  // The same share as a function of the operator's balance: (compute time /
+  // memory time, share in [0, 1]) points, increasing in the ratio,
+  // interpolated in log(ratio) and held flat past either end. A CPU GEMM
+  // hides a small compute time under its weight stream almost fully and a
+  // compute-bound one hides its stream only in part, which one number cannot
+  // say. Measured by `tessera calibrate`; empty: serial_fraction everywhere.
+  std::vector<std::pair<double, double>> serial_fraction_curve;
   // Attention core (QKᵀ, softmax, PV) when it runs differently from GEMMs:
   // the fraction of peak its matrix products reach (0: compute_efficiency),
   // seconds of softmax work (max, exp, rescale) per score, i.e. per
@@ -93,6 +100,10 @@ struct DeviceProfile {
   // The bandwidth multiplier for a step that reads `working_set_bytes`
   // (cached_bandwidth_gain interpolated; 1 when it is empty or exceeded).
   double BandwidthGain(double working_set_bytes) const;
+  // The share of min(compute, memory) that shows for an operator whose
+  // compute/memory ratio is `ratio` (serial_fraction_curve interpolated;
+  // serial_fraction when the curve is empty or the ratio is not positive).
+  double SerialFraction(double ratio) const;
 };
 
 // Checks the profile's figures are positive and fractions in (0, 1].

@@ -218,8 +218,9 @@ double CostModel::OpTime(const OpCost& c, double compute_efficiency) const {
                                        : device_.MemoryEfficiency(d);
   const double memory = c.bytes / (device_.memory_bandwidth_bytes_per_s *
                                    memory_efficiency * c.bandwidth_gain);
+  const double ratio = memory > 0 ? compute / memory : 0;
   return std::max(compute, memory) +
-         device_.serial_fraction * std::min(compute, memory);
+         device_.SerialFraction(ratio) * std::min(compute, memory);
 }
 
 double CostModel::LayerComputeTime(const LayerCost& c) const {

@@ -2,8 +2,9 @@
 // forward step of one instance, per rank.
 //
 // Every operator's time is max(FLOPs / (peak × compute_efficiency),
-// bytes / (bandwidth × memory_efficiency)) (a roofline; plus serial_fraction
-// of the shorter of the two where the device cannot fully overlap them), summed
+// bytes / (bandwidth × memory_efficiency)) (a roofline; plus a share of the
+// shorter of the two where the device cannot fully overlap them,
+// DeviceProfile::SerialFraction of the op's compute/memory ratio), summed
 // per layer,
 // plus a fixed per-layer overhead; collectives use alpha-beta models over the
 // link their ranks actually share (so a TP group that spans nodes pays the

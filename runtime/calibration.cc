@@ -457,15 +457,39 @@ absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
     const double row_s =
         flops_per_row /
         (p.peak_flops["fp16"] * p.compute_efficiency_by_dtype["fp16"]);
-    const int64_t m = std::clamp<int64_t>(
-        static_cast<int64_t>(std::lround(memory_s / row_s)), 1, 64);
-    ASSIGN_OR_RETURN(double t, TimeLinear(ctx, w, m, o.seconds));
-    const double compute_s = row_s * static_cast<double>(m);
-    p.serial_fraction = std::clamp(
-        (t - std::max(compute_s, memory_s)) / std::min(compute_s, memory_s),
-        0.0, 1.0);
+    // The share at a compute/memory ratio of about `ratio` (m rounded).
+    auto measure =
+        [&](double ratio) -> absl::StatusOr<std::pair<double, double>> {
+      const int64_t m = std::clamp<int64_t>(
+          static_cast<int64_t>(std::lround(ratio * memory_s / row_s)), 1, 64);
+      ASSIGN_OR_RETURN(double t, TimeLinear(ctx, w, m, o.seconds));
+      const double compute_s = row_s * static_cast<double>(m);
+      return std::pair<double, double>{
+          compute_s / memory_s, std::clamp((t - std::max(compute_s, memory_s)) /
+                                               std::min(compute_s, memory_s),
+                                           0.0, 1.0)};
+    };
+    // How much shows depends on the balance: a GEMV-like product hides its
+    // FLOPs under the stream, a compute-bound one its stream only in part.
+    // Points at ratios 1/4 to 4 (the range where max(c, m) and c + m differ
+    // by more than 20%); the scalar is the one at 1.
+    for (double ratio : {0.25, 0.5, 1.0, 2.0, 4.0}) {
+      ASSIGN_OR_RETURN(auto point, measure(ratio));
+      if (!p.serial_fraction_curve.empty() &&
+          !(point.first > p.serial_fraction_curve.back().first)) {
+        continue;  // m rounded to the previous point's
+      }
+      p.serial_fraction_curve.push_back(point);
+      if (ratio == 1.0) p.serial_fraction = point.second;
+    }
+    std::string curve;
+    for (const auto& [ratio, f] : p.serial_fraction_curve) {
+      curve +=
+          fmt::format("{}{:.2f}@{:.2g}", curve.empty() ? "" : " ", f, ratio);
+    }
     overlap_note =
-        fmt::format("serial fraction {:.2f} (f16, m={})", p.serial_fraction, m);
+        fmt::format("serial fraction {:.2f} (f16; by compute/memory ratio {})",
+                    p.serial_fraction, curve);
   }
 
   // Attention: per score (query, key, head) it costs 4·head_dim FLOPs of

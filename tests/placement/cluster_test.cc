@@ -99,6 +99,47 @@ TEST(ClusterTest, CachedBandwidthGainInterpolatesInLogBytes) {
   EXPECT_DOUBLE_EQ(FindBuiltinProfile("H100-SXM")->BandwidthGain(1e6), 1.0);
 }
 
+// Points (ratio 0.25, 0.1), (1, 0.5), (4, 0.7): log-linear between them and
+// flat past either end. At ratio 0.5, half-way in log2 between 0.25 and 1,
+// the share is (0.1 + 0.5) / 2 = 0.3; at 2, (0.5 + 0.7) / 2 = 0.6. Without a
+// curve (or at a ratio of 0) the scalar serial_fraction holds.
+TEST(ClusterTest, SerialFractionCurveInterpolatesInLogRatio) {
+  auto p = ParseDeviceProfile(R"({"kind": "cpu-local", "memory_gb": 16,
+      "memory_bandwidth_gb_per_s": 20, "peak_tflops": {"fp32": 0.1},
+      "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
+      "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50},
+      "serial_fraction": 0.4,
+      "serial_fraction_curve": [[0.25, 0.1], [1, 0.5], [4, 0.7]]})");
+  ASSERT_TRUE(p.ok()) << Message(p.status());
+  EXPECT_DOUBLE_EQ(p->SerialFraction(0.1), 0.1);
+  EXPECT_NEAR(p->SerialFraction(0.5), 0.3, 1e-12);
+  EXPECT_NEAR(p->SerialFraction(2), 0.6, 1e-12);
+  EXPECT_DOUBLE_EQ(p->SerialFraction(100), 0.7);
+  EXPECT_DOUBLE_EQ(p->SerialFraction(0), 0.4);
+  auto again = ParseDeviceProfile(DeviceProfileToJson(*p));
+  ASSERT_TRUE(again.ok()) << Message(again.status());
+  EXPECT_EQ(again->serial_fraction_curve.size(), 3u);
+  EXPECT_NEAR(again->SerialFraction(2), 0.6, 1e-12);
+  EXPECT_DOUBLE_EQ(FindBuiltinProfile("H100-SXM")->SerialFraction(2),
+                   FindBuiltinProfile("H100-SXM")->serial_fraction);
+  for (const char* curve :
+       {"[[4, 0.5], [1, 0.3]]", "[[1, 1.5]]", "[[0, 0.5]]", "[[1]]"}) {
+    const std::string json = std::string(R"({"kind": "cpu-local",
+        "memory_gb": 16, "memory_bandwidth_gb_per_s": 20,
+        "peak_tflops": {"fp32": 0.1},
+        "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
+        "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50},
+        "serial_fraction_curve": )") +
+                             curve + "}";
+    auto bad = ParseDeviceProfile(json);
+    ASSERT_FALSE(bad.ok()) << curve;
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(Message(bad.status()).find("serial_fraction_curve"),
+              std::string::npos)
+        << Message(bad.status());
+  }
+}
+
 TEST(ClusterTest, BadCachedBandwidthGainIsInvalidArgument) {
   for (const char* curve :
        {"[[8, 2], [2, 3]]", "[[2, 0.5]]", "[[2]]", "{\"a\": 1}"}) {

@@ -114,6 +114,24 @@ TEST(CostModelTest, PrefillAttentionIsCausal) {
   EXPECT_DOUBLE_EQ(c.attn_linear.flops, 4 * 134217728.0);
 }
 
+// OpTime takes the share of min(c, m) that shows from the curve at the op's
+// own compute/memory ratio: 1 ms of compute over 4 ms of memory (ratio 0.25)
+// shows 0.1 of it, 4 ms over 1 ms (ratio 4) 0.7.
+TEST(CostModelTest, SerialFractionFollowsTheOpsBalance) {
+  DeviceProfile d = H100();
+  d.serial_fraction_curve = {{0.25, 0.1}, {4, 0.7}};
+  const ModelSpec m = Load("llama-2-7b");
+  const CostModel cm(m, d);
+  const double flops_per_s =
+      d.PeakFlops(m.weight_dtype) * d.ComputeEfficiency(m.weight_dtype);
+  const double bytes_per_s =
+      d.memory_bandwidth_bytes_per_s * d.MemoryEfficiency(m.weight_dtype);
+  OpCost memory_bound{1e-3 * flops_per_s, 4e-3 * bytes_per_s};
+  EXPECT_NEAR(cm.OpTime(memory_bound), 4e-3 + 0.1e-3, 1e-12);
+  OpCost compute_bound{4e-3 * flops_per_s, 1e-3 * bytes_per_s};
+  EXPECT_NEAR(cm.OpTime(compute_bound), 4e-3 + 0.7e-3, 1e-12);
+}
+
 // Attention's per-score softmax work overlaps its products: its compute time
 // is the larger of the two, not their sum; and its KV reads stream at the
 // profile's attention_memory_efficiency. Llama-2-7B prefill of 1000 tokens
