@@ -65,6 +65,26 @@ std::string Lower(std::string_view s) {
   return out;
 }
 
+// An array of [x, y] points (x scaled by x_scale); `what` names it in errors
+// and `point` names the pair's two parts.
+absl::StatusOr<std::vector<std::pair<double, double>>> ParseCurve(
+    const json& g, const std::string& what, const char* point, double x_scale) {
+  if (!g.is_array()) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: must be an array of [{}] pairs", what, point));
+  }
+  std::vector<std::pair<double, double>> out;
+  for (const json& xy : g) {
+    if (!xy.is_array() || xy.size() != 2 || !xy[0].is_number() ||
+        !xy[1].is_number()) {
+      return absl::InvalidArgumentError(
+          fmt::format("{}: each point must be [{}]", what, point));
+    }
+    out.emplace_back(xy[0].get<double>() * x_scale, xy[1].get<double>());
+  }
+  return out;
+}
+
 absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
                                               const DeviceProfile* base) {
   const std::string where = "device profile";
@@ -180,41 +200,16 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
                              false, false));
   p.step_overhead_s = sov * 1e-6;
   if (j.contains("cached_bandwidth_gain")) {
-    const json& g = j["cached_bandwidth_gain"];
-    const std::string what = w + " cached_bandwidth_gain";
-    if (!g.is_array()) {
-      return absl::InvalidArgumentError(fmt::format(
-          "{}: must be an array of [working-set MB, multiplier] pairs", what));
-    }
-    p.cached_bandwidth_gain.clear();
-    for (const json& point : g) {
-      if (!point.is_array() || point.size() != 2 || !point[0].is_number() ||
-          !point[1].is_number()) {
-        return absl::InvalidArgumentError(fmt::format(
-            "{}: each point must be [working-set MB, multiplier]", what));
-      }
-      p.cached_bandwidth_gain.emplace_back(point[0].get<double>() * 1e6,
-                                           point[1].get<double>());
-    }
+    ASSIGN_OR_RETURN(
+        p.cached_bandwidth_gain,
+        ParseCurve(j["cached_bandwidth_gain"], w + " cached_bandwidth_gain",
+                   "working-set MB, multiplier", 1e6));
   }
   if (j.contains("serial_fraction_curve")) {
-    const json& g = j["serial_fraction_curve"];
-    const std::string what = w + " serial_fraction_curve";
-    if (!g.is_array()) {
-      return absl::InvalidArgumentError(fmt::format(
-          "{}: must be an array of [compute/memory ratio, fraction] pairs",
-          what));
-    }
-    p.serial_fraction_curve.clear();
-    for (const json& point : g) {
-      if (!point.is_array() || point.size() != 2 || !point[0].is_number() ||
-          !point[1].is_number()) {
-        return absl::InvalidArgumentError(fmt::format(
-            "{}: each point must be [compute/memory ratio, fraction]", what));
-      }
-      p.serial_fraction_curve.emplace_back(point[0].get<double>(),
-                                           point[1].get<double>());
-    }
+    ASSIGN_OR_RETURN(
+        p.serial_fraction_curve,
+        ParseCurve(j["serial_fraction_curve"], w + " serial_fraction_curve",
+                   "compute/memory ratio, fraction", 1));
   }
   ASSIGN_OR_RETURN(double res,
                    GetNumber(j, w, "reserved_memory_gb",
@@ -286,32 +281,35 @@ double DeviceProfile::MemoryEfficiency(std::string_view dtype) const {
   return Lookup(memory_efficiency_by_dtype, dtype, memory_efficiency);
 }
 
-double DeviceProfile::BandwidthGain(double working_set_bytes) const {
-  const auto& g = cached_bandwidth_gain;
-  if (g.empty() || !(working_set_bytes > 0)) return 1.0;
-  if (working_set_bytes <= g.front().first) return g.front().second;
+namespace {
+
+// y at x > 0 on the curve of (x, y) points (increasing x, not empty),
+// linear in log(x) between points, the first y below the first point and
+// `past_end` beyond the last.
+double LogInterpolate(const std::vector<std::pair<double, double>>& g, double x,
+                      double past_end) {
+  if (x <= g.front().first) return g.front().second;
   for (size_t i = 1; i < g.size(); ++i) {
-    if (working_set_bytes <= g[i].first) {
+    if (x <= g[i].first) {
       const double x0 = std::log(g[i - 1].first), x1 = std::log(g[i].first);
-      const double f = (std::log(working_set_bytes) - x0) / (x1 - x0);
+      const double f = (std::log(x) - x0) / (x1 - x0);
       return g[i - 1].second + f * (g[i].second - g[i - 1].second);
     }
   }
-  return 1.0;
+  return past_end;
+}
+
+}  // namespace
+
+double DeviceProfile::BandwidthGain(double working_set_bytes) const {
+  if (cached_bandwidth_gain.empty() || !(working_set_bytes > 0)) return 1.0;
+  return LogInterpolate(cached_bandwidth_gain, working_set_bytes, 1.0);
 }
 
 double DeviceProfile::SerialFraction(double ratio) const {
   const auto& g = serial_fraction_curve;
   if (g.empty() || !(ratio > 0)) return serial_fraction;
-  if (ratio <= g.front().first) return g.front().second;
-  for (size_t i = 1; i < g.size(); ++i) {
-    if (ratio <= g[i].first) {
-      const double x0 = std::log(g[i - 1].first), x1 = std::log(g[i].first);
-      const double f = (std::log(ratio) - x0) / (x1 - x0);
-      return g[i - 1].second + f * (g[i].second - g[i - 1].second);
-    }
-  }
-  return g.back().second;
+  return LogInterpolate(g, ratio, g.back().second);
 }
 
 absl::Status ValidateDeviceProfile(const DeviceProfile& p) {

@@ -10,6 +10,25 @@ namespace {
 
 std::string Message(const absl::Status& s) { return std::string(s.message()); }
 
+// Each curve in `curves` as the value of `key` in an otherwise valid profile
+// must be InvalidArgument naming the key.
+void ExpectBadCurves(const std::string& key,
+                     std::initializer_list<const char*> curves) {
+  for (const char* curve : curves) {
+    const std::string json = std::string(R"({"kind": "cpu-local",
+        "memory_gb": 16, "memory_bandwidth_gb_per_s": 20,
+        "peak_tflops": {"fp32": 0.1},
+        "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
+        "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50}, ")") +
+                             key + "\": " + curve + "}";
+    auto p = ParseDeviceProfile(json);
+    ASSERT_FALSE(p.ok()) << curve;
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(Message(p.status()).find(key), std::string::npos)
+        << Message(p.status());
+  }
+}
+
 TEST(ClusterTest, BuiltinProfilesParse) {
   for (const char* kind : {"H100-SXM", "H200", "A100-80GB", "B200"}) {
     auto p = FindBuiltinProfile(kind);
@@ -122,41 +141,14 @@ TEST(ClusterTest, SerialFractionCurveInterpolatesInLogRatio) {
   EXPECT_NEAR(again->SerialFraction(2), 0.6, 1e-12);
   EXPECT_DOUBLE_EQ(FindBuiltinProfile("H100-SXM")->SerialFraction(2),
                    FindBuiltinProfile("H100-SXM")->serial_fraction);
-  for (const char* curve :
-       {"[[4, 0.5], [1, 0.3]]", "[[1, 1.5]]", "[[0, 0.5]]", "[[1]]"}) {
-    const std::string json = std::string(R"({"kind": "cpu-local",
-        "memory_gb": 16, "memory_bandwidth_gb_per_s": 20,
-        "peak_tflops": {"fp32": 0.1},
-        "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
-        "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50},
-        "serial_fraction_curve": )") +
-                             curve + "}";
-    auto bad = ParseDeviceProfile(json);
-    ASSERT_FALSE(bad.ok()) << curve;
-    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(Message(bad.status()).find("serial_fraction_curve"),
-              std::string::npos)
-        << Message(bad.status());
-  }
+  ExpectBadCurves(
+      "serial_fraction_curve",
+      {"[[4, 0.5], [1, 0.3]]", "[[1, 1.5]]", "[[0, 0.5]]", "[[1]]"});
 }
 
 TEST(ClusterTest, BadCachedBandwidthGainIsInvalidArgument) {
-  for (const char* curve :
-       {"[[8, 2], [2, 3]]", "[[2, 0.5]]", "[[2]]", "{\"a\": 1}"}) {
-    const std::string json = std::string(R"({"kind": "cpu-local",
-        "memory_gb": 16, "memory_bandwidth_gb_per_s": 20,
-        "peak_tflops": {"fp32": 0.1},
-        "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
-        "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50},
-        "cached_bandwidth_gain": )") +
-                             curve + "}";
-    auto p = ParseDeviceProfile(json);
-    ASSERT_FALSE(p.ok()) << curve;
-    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(Message(p.status()).find("cached_bandwidth_gain"),
-              std::string::npos)
-        << Message(p.status());
-  }
+  ExpectBadCurves("cached_bandwidth_gain",
+                  {"[[8, 2], [2, 3]]", "[[2, 0.5]]", "[[2]]", "{\"a\": 1}"});
 }
 
 TEST(ClusterTest, BadInputsAreInvalidArgument) {
