@@ -472,7 +472,7 @@ absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
     // How much shows depends on the balance: a GEMV-like product hides its
     // FLOPs under the stream, a compute-bound one its stream only in part.
     // Points at ratios 1/4 to 4 (the range where max(c, m) and c + m differ
-    // by more than 20%); the scalar is the one at 1.
+    // by more than 20%).
     for (double ratio : {0.25, 0.5, 1.0, 2.0, 4.0}) {
       ASSIGN_OR_RETURN(auto point, measure(ratio));
       if (!p.serial_fraction_curve.empty() &&
@@ -480,8 +480,10 @@ absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
         continue;  // m rounded to the previous point's
       }
       p.serial_fraction_curve.push_back(point);
-      if (ratio == 1.0) p.serial_fraction = point.second;
     }
+    // The scalar (for tools that read one number) is the curve at balance,
+    // whichever points survived the rounding of m.
+    p.serial_fraction = p.SerialFraction(1.0);
     std::string curve;
     for (const auto& [ratio, f] : p.serial_fraction_curve) {
       curve +=
