@@ -112,7 +112,8 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
                              "head_overhead_us",
                              "step_overhead_us",
                              "cached_bandwidth_gain",
-                             "serial_fraction_curve"}));
+                             "serial_fraction_curve",
+                             "gemm_size_efficiency"}));
   DeviceProfile p = base ? *base : DeviceProfile{};
   const bool req = base == nullptr;
   ASSIGN_OR_RETURN(p.kind, internal::GetString(j, where, "kind", p.kind, req));
@@ -210,6 +211,12 @@ absl::StatusOr<DeviceProfile> ProfileFromJson(const json& j,
         p.serial_fraction_curve,
         ParseCurve(j["serial_fraction_curve"], w + " serial_fraction_curve",
                    "compute/memory ratio, fraction", 1));
+  }
+  if (j.contains("gemm_size_efficiency")) {
+    ASSIGN_OR_RETURN(
+        p.gemm_size_efficiency,
+        ParseCurve(j["gemm_size_efficiency"], w + " gemm_size_efficiency",
+                   "million weights, multiplier", 1e6));
   }
   ASSIGN_OR_RETURN(double res,
                    GetNumber(j, w, "reserved_memory_gb",
@@ -312,6 +319,12 @@ double DeviceProfile::SerialFraction(double ratio) const {
   return LogInterpolate(g, ratio, g.back().second);
 }
 
+double DeviceProfile::GemmSizeScale(double weights) const {
+  const auto& g = gemm_size_efficiency;
+  if (g.empty() || !(weights > 0)) return 1.0;
+  return LogInterpolate(g, weights, g.back().second);
+}
+
 absl::Status ValidateDeviceProfile(const DeviceProfile& p) {
   const std::string w = "device profile " + p.kind;
   if (p.kind.empty())
@@ -365,6 +378,17 @@ absl::Status ValidateDeviceProfile(const DeviceProfile& p) {
           w +
           ": serial_fraction_curve needs increasing positive ratios and "
           "fractions in [0, 1]");
+    }
+  }
+  for (size_t i = 0; i < p.gemm_size_efficiency.size(); ++i) {
+    const auto& [weights, scale] = p.gemm_size_efficiency[i];
+    if (!(weights > 0) || !std::isfinite(weights) || !(scale > 0) ||
+        !std::isfinite(scale) ||
+        (i > 0 && !(weights > p.gemm_size_efficiency[i - 1].first))) {
+      return absl::InvalidArgumentError(
+          w +
+          ": gemm_size_efficiency needs increasing positive sizes and "
+          "positive multipliers");
     }
   }
   if (!(p.intra_node.bandwidth_bytes_per_s > 0) ||
@@ -423,6 +447,13 @@ std::string DeviceProfileToJson(const DeviceProfile& p) {
       g.push_back(json::array({ratio, f}));
     }
     j["serial_fraction_curve"] = g;
+  }
+  if (!p.gemm_size_efficiency.empty()) {
+    json g = json::array();
+    for (const auto& [weights, scale] : p.gemm_size_efficiency) {
+      g.push_back(json::array({weights / 1e6, scale}));
+    }
+    j["gemm_size_efficiency"] = g;
   }
   return j.dump(2);
 }

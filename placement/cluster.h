@@ -85,6 +85,14 @@ struct DeviceProfile {
   // `tessera calibrate` with the runtime's GEMV; empty (no effect) for GPUs,
   // whose caches are small next to any model worth serving on them.
   std::vector<std::pair<double, double>> cached_bandwidth_gain;
+  // GEMM efficiency by matrix size: (weights in one matrix product,
+  // multiplier of the compute efficiency) points, increasing in size,
+  // interpolated in log(size) and held flat past either end. Small matrices
+  // (a small model's projections, or a large one's at high tensor
+  // parallelism) split into few tiles per thread and pay per-call packing
+  // and hand-off costs that a 2048² product hides. Measured by `tessera
+  // calibrate` relative to its 2048² GEMM; empty: 1 everywhere.
+  std::vector<std::pair<double, double>> gemm_size_efficiency;
   double reserved_memory_bytes = 2e9;
   double memory_utilization = 0.9;  // like vLLM's gpu_memory_utilization
   LinkSpec intra_node;
@@ -104,6 +112,10 @@ struct DeviceProfile {
   // compute/memory ratio is `ratio` (serial_fraction_curve interpolated;
   // serial_fraction when the curve is empty or the ratio is not positive).
   double SerialFraction(double ratio) const;
+  // The compute-efficiency multiplier of a matrix product over a weight
+  // matrix of `weights` elements (gemm_size_efficiency interpolated; 1 when
+  // it is empty or `weights` is not positive).
+  double GemmSizeScale(double weights) const;
 };
 
 // Checks the profile's figures are positive and fractions in (0, 1].

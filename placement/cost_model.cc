@@ -45,6 +45,15 @@ BatchShape BatchShape::operator+(const BatchShape& o) const {
           logit_tokens + o.logit_tokens};
 }
 
+OpCost OpCost::operator+(const OpCost& o) const {
+  OpCost sum{flops + o.flops, bytes + o.bytes,   score_s + o.score_s,
+             bandwidth_gain,  memory_efficiency, compute_scale};
+  // Times add: Σf / scale = f1 / s1 + f2 / s2.
+  const double slow = flops / compute_scale + o.flops / o.compute_scale;
+  if (sum.flops > 0 && slow > 0) sum.compute_scale = sum.flops / slow;
+  return sum;
+}
+
 BatchShape BatchShape::Scaled(double f) const {
   return {num_seqs * f, new_tokens * f, attn_pairs * f, kv_read_tokens * f,
           logit_tokens * f};
@@ -137,6 +146,9 @@ LayerCost CostModel::Layer(const BatchShape& b, const Layout& l,
   // q, k, v, o projections: 2 FLOPs per weight per token.
   const double attn_params = h * hd * (2 * heads_rank + 2 * kv_rank);
   c.attn_linear.flops = 2 * t * attn_params;
+  const double q_params = h * hd * heads_rank, kv_params = h * hd * kv_rank;
+  c.attn_linear.compute_scale =
+      GemmScale({{2 * q_params, q_params}, {2 * kv_params, kv_params}});
   c.attn_linear.bytes =
       attn_params * wb +
       t * (2 * h + 2 * heads_rank * hd + 2 * kv_rank * hd) * ab;
@@ -154,6 +166,7 @@ LayerCost CostModel::Layer(const BatchShape& b, const Layout& l,
   if (!m.is_moe()) {
     const double p = static_cast<double>(m.MlpParams()) / l.tp;
     c.ffn.flops = 2 * t * p;
+    c.ffn.compute_scale = GemmScale({{p, p / mats}});
     c.ffn.bytes = p * wb + t * (2 * h + mats * m.ffn_size / l.tp) * ab;
   } else {
     const double e = static_cast<double>(m.num_experts);
@@ -172,7 +185,11 @@ LayerCost CostModel::Layer(const BatchShape& b, const Layout& l,
     c.expert_imbalance = imbalance;
     const double tokens_rank = t * k / l.ep * imbalance;
     const double expert_rank = static_cast<double>(m.ExpertParams()) / l.etp();
+    const double router_flops = c.ffn.flops;
     c.ffn.flops += 2 * tokens_rank * expert_rank;
+    c.ffn.compute_scale =
+        GemmScale({{router_flops, h * e},
+                   {2 * tokens_rank * expert_rank, expert_rank / mats}});
     // Distinct local experts touched by t tokens (each picks k of e).
     const double local = e / l.ep;
     const double touched =
@@ -198,11 +215,23 @@ OpCost CostModel::Embedding(const BatchShape& b, const Layout& l) const {
 OpCost CostModel::LmHead(const BatchShape& b, const Layout& l) const {
   const double h = static_cast<double>(model_.hidden_size);
   const double v = static_cast<double>(model_.vocab_size) / l.tp;
-  return {2 * b.logit_tokens * h * v,
-          // fp32 logits are written, then read again by the sampler.
-          h * v * model_.weight_bytes +
-              b.logit_tokens * (h * act_bytes_ + 2 * v * 4),
-          0, device_.BandwidthGain(StepWorkingSetBytes(b, l))};
+  OpCost c{2 * b.logit_tokens * h * v,
+           // fp32 logits are written, then read again by the sampler.
+           h * v * model_.weight_bytes +
+               b.logit_tokens * (h * act_bytes_ + 2 * v * 4),
+           0, device_.BandwidthGain(StepWorkingSetBytes(b, l))};
+  c.compute_scale = device_.GemmSizeScale(h * v);
+  return c;
+}
+
+double CostModel::GemmScale(
+    std::initializer_list<std::pair<double, double>> products) const {
+  double flops = 0, slow = 0;
+  for (const auto& [f, weights] : products) {
+    flops += f;
+    slow += f / device_.GemmSizeScale(weights);
+  }
+  return flops > 0 && slow > 0 ? flops / slow : 1.0;
 }
 
 double CostModel::OpTime(const OpCost& c) const {
@@ -211,8 +240,9 @@ double CostModel::OpTime(const OpCost& c) const {
 
 double CostModel::OpTime(const OpCost& c, double compute_efficiency) const {
   const std::string& d = model_.weight_dtype;
-  const double compute = std::max(
-      c.flops / (device_.PeakFlops(d) * compute_efficiency), c.score_s);
+  const double efficiency = std::min(1.0, compute_efficiency * c.compute_scale);
+  const double compute =
+      std::max(c.flops / (device_.PeakFlops(d) * efficiency), c.score_s);
   const double memory_efficiency = c.memory_efficiency > 0
                                        ? c.memory_efficiency
                                        : device_.MemoryEfficiency(d);

@@ -1,18 +1,20 @@
 // The analytical cost model: FLOPs, bytes, communication and memory of one
 // forward step of one instance, per rank.
 //
-// Every operator's time is max(FLOPs / (peak × compute_efficiency),
-// bytes / (bandwidth × memory_efficiency)) (a roofline; plus a share of the
-// shorter of the two where the device cannot fully overlap them,
-// DeviceProfile::SerialFraction of the op's compute/memory ratio), summed
-// per layer,
-// plus a fixed per-layer overhead; collectives use alpha-beta models over the
-// link their ranks actually share (so a TP group that spans nodes pays the
-// NIC's bandwidth: nothing here knows "TP stays in a node").
+// Every operator's time is max(FLOPs / (peak × compute_efficiency × the
+// scale for its matrices' sizes), bytes / (bandwidth × memory_efficiency))
+// (a roofline; plus a share of the shorter of the two where the device
+// cannot fully overlap them, DeviceProfile::SerialFraction of the op's
+// compute/memory ratio), summed per layer, plus a fixed per-layer overhead;
+// collectives use alpha-beta models over the link their ranks actually share
+// (so a TP group that spans nodes pays the NIC's bandwidth: nothing here
+// knows "TP stays in a node").
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "placement/cluster.h"
@@ -64,10 +66,12 @@ struct OpCost {
   // Fraction of the memory bandwidth this operator's reads reach; 0: the
   // device's for the weight dtype (attention's KV reads have their own).
   double memory_efficiency = 0;
-  OpCost operator+(const OpCost& o) const {
-    return {flops + o.flops, bytes + o.bytes, score_s + o.score_s,
-            bandwidth_gain, memory_efficiency};
-  }
+  // Multiplier of the compute efficiency for the sizes of this operator's
+  // matrix products (DeviceProfile::GemmSizeScale, combined over its
+  // products so that their times add up).
+  double compute_scale = 1;
+  // The sum of two operators' work; the scales combine weighted by FLOPs.
+  OpCost operator+(const OpCost& o) const;
 };
 
 // One layer's per-rank work split by operator, and its collective bytes.
@@ -134,6 +138,13 @@ class CostModel {
                          double max_seqs) const;
 
  private:
+  // The compute-efficiency multiplier of a set of matrix products, each
+  // (its FLOPs, or any figure proportional to them, and its weight count):
+  // the FLOP-weighted harmonic mean of their GemmSizeScale, so that the
+  // products' times add up.
+  double GemmScale(
+      std::initializer_list<std::pair<double, double>> products) const;
+
   ModelSpec model_;
   DeviceProfile device_;
   double act_bytes_ = 2;  // activations in 16 bits

@@ -352,6 +352,31 @@ absl::StatusOr<placement::DeviceProfile> CalibrateCpu(
   }
   p.compute_efficiency = p.compute_efficiency_by_dtype["fp32"];
 
+  // GEMM efficiency by matrix size, relative to the 2048² product above (f16
+  // weights, the same 256 rows): a small model's projections (or a large
+  // one's at high tensor parallelism) split into fewer tiles per thread and
+  // pay the per-call packing and hand-off that a large product hides. The
+  // smallest shape is a grouped-query k/v projection of a 256-wide model.
+  {
+    constexpr int64_t kShapes[][2] = {
+        {128, 256}, {256, 256}, {512, 512}, {1024, 1024}};
+    const double base = p.compute_efficiency_by_dtype["fp16"] *
+                        p.peak_flops["fp16"];  // FLOP/s at 2048²
+    std::string curve;
+    for (const auto& [n, k] : kShapes) {
+      const Tensor w = RandomWeight(DType::kF16, n, k, 12);
+      ASSIGN_OR_RETURN(double t, TimeLinear(ctx, w, kGemmRows, o.seconds));
+      const double rate = 2.0 * static_cast<double>(kGemmRows * n * k) / t;
+      p.gemm_size_efficiency.emplace_back(static_cast<double>(n * k),
+                                          rate / base);
+      curve += fmt::format(" {:.2f}@{}x{}", rate / base, n, k);
+    }
+    p.gemm_size_efficiency.emplace_back(
+        static_cast<double>(kGemmDim * kGemmDim), 1.0);
+    gemm_note +=
+        fmt::format(" (by size, f16:{} 1@{}x{})", curve, kGemmDim, kGemmDim);
+  }
+
   // GEMV (single-token decode) efficiency: 256 MB of weights (4x the
   // last-level cache where that is larger, so that no part of the set stays
   // cached between passes), as matrices of 4096 x 2048 run back to back the

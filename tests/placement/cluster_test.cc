@@ -146,6 +146,27 @@ TEST(ClusterTest, SerialFractionCurveInterpolatesInLogRatio) {
       {"[[4, 0.5], [1, 0.3]]", "[[1, 1.5]]", "[[0, 0.5]]", "[[1]]"});
 }
 
+TEST(ClusterTest, GemmSizeEfficiencyInterpolatesInLogSize) {
+  auto p = ParseDeviceProfile(R"({"kind": "cpu-local", "memory_gb": 16,
+      "memory_bandwidth_gb_per_s": 20, "peak_tflops": {"fp32": 0.1},
+      "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
+      "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50},
+      "gemm_size_efficiency": [[0.0625, 0.5], [1, 0.9], [4, 1]]})");
+  ASSERT_TRUE(p.ok()) << Message(p.status());
+  EXPECT_DOUBLE_EQ(p->GemmSizeScale(1000), 0.5);      // flat below
+  EXPECT_NEAR(p->GemmSizeScale(0.25e6), 0.7, 1e-12);  // halfway in log size
+  EXPECT_NEAR(p->GemmSizeScale(2e6), 0.95, 1e-12);
+  EXPECT_DOUBLE_EQ(p->GemmSizeScale(1e9), 1.0);  // flat above
+  EXPECT_DOUBLE_EQ(p->GemmSizeScale(0), 1.0);
+  auto again = ParseDeviceProfile(DeviceProfileToJson(*p));
+  ASSERT_TRUE(again.ok()) << Message(again.status());
+  ASSERT_EQ(again->gemm_size_efficiency.size(), 3u);
+  EXPECT_NEAR(again->GemmSizeScale(2e6), 0.95, 1e-12);
+  EXPECT_DOUBLE_EQ(FindBuiltinProfile("H100-SXM")->GemmSizeScale(1e3), 1.0);
+  ExpectBadCurves("gemm_size_efficiency",
+                  {"[[4, 1], [1, 0.9]]", "[[1, 0]]", "[[0, 0.5]]", "[[1]]"});
+}
+
 TEST(ClusterTest, BadCachedBandwidthGainIsInvalidArgument) {
   ExpectBadCurves("cached_bandwidth_gain",
                   {"[[8, 2], [2, 3]]", "[[2, 0.5]]", "[[2]]", "{\"a\": 1}"});

@@ -1,5 +1,6 @@
 #include "placement/cost_model.h"
 
+#include <cmath>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -130,6 +131,40 @@ TEST(CostModelTest, SerialFractionFollowsTheOpsBalance) {
   EXPECT_NEAR(cm.OpTime(memory_bound), 4e-3 + 0.1e-3, 1e-12);
   OpCost compute_bound{4e-3 * flops_per_s, 1e-3 * bytes_per_s};
   EXPECT_NEAR(cm.OpTime(compute_bound), 4e-3 + 0.7e-3, 1e-12);
+}
+
+// Matrix products over smaller matrices run at a lower share of peak
+// (gemm_size_efficiency): the scale of an operator is the FLOP-weighted
+// harmonic mean of its products' scales, so their times add up. Llama-2-7B
+// at tp 8: q, k, v and o are 4096 x 512 (2,097,152 weights each), the MLP's
+// three matrices 4096 x 1376 (5,636,096 each).
+TEST(CostModelTest, SmallerMatricesRunAtTheirSizesEfficiency) {
+  const OpCost sum = OpCost{1, 0, 0, 1, 0, 0.5} + OpCost{3, 0, 0, 1, 0, 1};
+  EXPECT_DOUBLE_EQ(sum.flops, 4);
+  EXPECT_DOUBLE_EQ(sum.compute_scale, 4.0 / (1 / 0.5 + 3 / 1.0));
+
+  DeviceProfile d = H100();
+  d.serial_fraction = 0;
+  d.gemm_size_efficiency = {{1e6, 0.5}, {16e6, 1}};
+  const ModelSpec m = Load("llama-2-7b");
+  const CostModel cm(m, d);
+  const auto scale = [](double weights) {
+    return 0.5 + 0.5 * std::log(weights / 1e6) / std::log(16.0);
+  };
+  const BatchShape prefill = BatchShape::Prefill(1, 4096);
+  const LayerCost tp8 = cm.Layer(prefill, Layout{8, 1, 1});
+  EXPECT_NEAR(tp8.attn_linear.compute_scale, scale(2097152), 1e-12);
+  EXPECT_NEAR(tp8.ffn.compute_scale, scale(5636096), 1e-12);
+  // tp 1: every matrix is past the curve's last point.
+  const LayerCost tp1 = cm.Layer(prefill, Layout{});
+  EXPECT_DOUBLE_EQ(tp1.attn_linear.compute_scale, 1);
+  EXPECT_DOUBLE_EQ(tp1.ffn.compute_scale, 1);
+  // A compute-bound prefill pays the scale in full.
+  const double flops_per_s =
+      d.PeakFlops(m.weight_dtype) * d.ComputeEfficiency(m.weight_dtype);
+  EXPECT_NEAR(cm.OpTime(tp8.ffn),
+              tp8.ffn.flops / (flops_per_s * scale(5636096)),
+              tp8.ffn.flops / flops_per_s * 1e-12);
 }
 
 // Attention's per-score softmax work overlaps its products: its compute time

@@ -79,6 +79,11 @@ TEST(CalibrateCommandTest, WritesAUsableProfile) {
   EXPECT_EQ(p->kind, "cpu-local");
   EXPECT_GT(p->PeakFlops("fp32"), 1e8);
   EXPECT_GT(p->memory_bandwidth_bytes_per_s, 1e8);
+  // GEMM efficiency by size: four measured sizes up to the reference 2048²
+  // product, whose multiplier is 1 by definition.
+  ASSERT_EQ(p->gemm_size_efficiency.size(), 5u);
+  EXPECT_DOUBLE_EQ(p->gemm_size_efficiency.front().first, 128.0 * 256);
+  EXPECT_DOUBLE_EQ(p->GemmSizeScale(2048.0 * 2048), 1.0);
   // The cluster file it writes plans a model.
   const auto plan =
       RunCommand(TesseraBin() + " plan --model " + kData +
