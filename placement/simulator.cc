@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <queue>
 #include <vector>
@@ -103,7 +104,19 @@ class Simulation {
   SimulationResult Run() {
     SplitMix64 rng(o_.seed);
     double t = 0;
-    while (true) {
+    for (const TraceRequest& tr : o_.trace) {
+      Request r;
+      r.arrival = tr.arrival_s;
+      r.input = tr.input;
+      r.output = tr.output;
+      requests_.push_back(r);
+      Push({r.arrival,
+            EventType::kArrival,
+            -1,
+            static_cast<int>(requests_.size()) - 1,
+            {}});
+    }
+    while (o_.trace.empty()) {
       const double u =
           std::max(1e-12, 1.0 - static_cast<double>(rng.Uniform()));
       t += -std::log(u) / rate_;
@@ -121,7 +134,9 @@ class Simulation {
             static_cast<int>(requests_.size()) - 1,
             {}});
     }
-    const double horizon = o_.duration_s * 4 + 60;
+    const double horizon = o_.trace.empty()
+                               ? o_.duration_s * 4 + 60
+                               : std::numeric_limits<double>::infinity();
     while (!events_.empty()) {
       Event e = events_.top();
       events_.pop();
@@ -307,8 +322,9 @@ class Simulation {
     }
     if (n == 0 && chunks_.empty()) return;
     const double step = in.model->Iteration(shape);
-    if (now_ >= WarmUp() && now_ <= o_.duration_s) {
+    if (InWindow(now_)) {
       batch_sum_ += n;
+      step_sum_ += step;
       ++steps_;
     }
     in.busy = true;
@@ -343,8 +359,12 @@ class Simulation {
     Push({end, EventType::kStepDone, i, -1, {}});
   }
 
-  // Requests arriving in [WarmUp(), duration] are measured (steady state).
+  // Requests arriving in [WarmUp(), duration] are measured (steady state);
+  // with a trace, every request and step.
   double WarmUp() const { return 0.2 * o_.duration_s; }
+  bool InWindow(double t) const {
+    return !o_.trace.empty() || (t >= WarmUp() && t <= o_.duration_s);
+  }
 
   SimulationResult Collect() const {
     SimulationResult res;
@@ -353,7 +373,7 @@ class Simulation {
     int64_t good = 0;
     double out_tokens = 0;
     for (const Request& r : requests_) {
-      if (r.arrival < WarmUp() || r.arrival > o_.duration_s) continue;
+      if (!InWindow(r.arrival)) continue;
       ++res.arrived;
       if (r.done < 0) continue;
       ++res.completed;
@@ -370,15 +390,23 @@ class Simulation {
     }
     res.ttft_s = Summarize(ttft);
     res.tpot_s = Summarize(tpot);
-    const double window = o_.duration_s - WarmUp();
-    res.throughput_rps = static_cast<double>(res.completed) / window;
-    res.output_tokens_per_s = out_tokens / window;
-    res.goodput_rps = static_cast<double>(good) / window;
+    // A trace's figures are over the run, from its start to the last
+    // completion (a benchmark's duration).
+    double window = o_.duration_s - WarmUp();
+    if (!o_.trace.empty()) {
+      window = 0;
+      for (const Request& r : requests_) window = std::max(window, r.done);
+    }
+    const double per_s = window > 0 ? 1 / window : 0;
+    res.throughput_rps = static_cast<double>(res.completed) * per_s;
+    res.output_tokens_per_s = out_tokens * per_s;
+    res.goodput_rps = static_cast<double>(good) * per_s;
     res.slo_attainment = res.arrived > 0 ? static_cast<double>(good) /
                                                static_cast<double>(res.arrived)
                                          : 0;
     res.mean_decode_batch =
         steps_ > 0 ? batch_sum_ / static_cast<double>(steps_) : 0;
+    res.mean_step_s = steps_ > 0 ? step_sum_ / static_cast<double>(steps_) : 0;
     return res;
   }
 
@@ -392,6 +420,7 @@ class Simulation {
   std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events_;
   double now_ = 0;
   double batch_sum_ = 0;
+  double step_sum_ = 0;
   std::vector<std::pair<int, int64_t>> chunks_;  // this step's prompt chunks
   int64_t steps_ = 0;
 };
@@ -401,6 +430,23 @@ class Simulation {
 absl::StatusOr<SimulationResult> Simulate(const Plan& plan,
                                           const Workload& workload,
                                           const SimulationOptions& options) {
+  if (!options.trace.empty()) {
+    double last = 0;
+    for (const TraceRequest& r : options.trace) {
+      if (!(r.arrival_s >= last) || !std::isfinite(r.arrival_s) ||
+          r.input < 1 || r.output < 1) {
+        return absl::InvalidArgumentError(
+            "a trace needs non-decreasing finite arrival times and at least "
+            "one prompt and one output token per request");
+      }
+      last = r.arrival_s;
+    }
+    RETURN_IF_ERROR(ValidatePlan(plan));
+    const double rate =
+        last > 0 ? static_cast<double>(options.trace.size()) / last : 1.0;
+    Simulation sim(plan, workload, options, rate);
+    return sim.Run();
+  }
   if (!(options.duration_s > 0) || options.duration_s > 1e6) {
     return absl::InvalidArgumentError(
         fmt::format("simulation duration must be in (0, 1e6] s, got {}",

@@ -290,6 +290,7 @@ absl::StatusOr<BenchServeReport> RunBenchServe(const BenchServeOptions& o) {
             start + std::chrono::duration_cast<Clock::duration>(
                         std::chrono::duration<double>(arrival[i])));
         report.results[i] = SendOne(o, report.model, prompts[i], max_tokens[i]);
+        report.results[i].arrival_s = arrival[i];
         done.fetch_add(1);
         draw_progress();
       }

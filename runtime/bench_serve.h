@@ -40,6 +40,7 @@ struct BenchRequestResult {
   std::string error;
   int64_t prompt_len = 0;
   int64_t output_tokens = 0;
+  double arrival_s = 0;       // Scheduled send time, from the run's start.
   double ttft_s = 0;          // Time to the first content chunk.
   double latency_s = 0;       // Until the stream ended.
   std::vector<double> itl_s;  // Gaps between content chunks.

@@ -1,8 +1,9 @@
 // `tessera bench simulator`: serves a model in this process, drives it with
 // `tessera bench serve`'s load generator (Poisson arrivals, fixed lengths),
-// then simulates the same load with the planner's discrete-event simulator on
-// a one-instance plan of the same engine settings and this machine's profile,
-// and prints both with the relative error of each figure.
+// then replays the same requests (send times, lengths) in the planner's
+// discrete-event simulator on a one-instance plan of the same engine settings
+// and this machine's profile, and prints both with the relative error of each
+// figure.
 #pragma once
 
 #include <cstdint>

@@ -69,5 +69,38 @@ TEST(SimulatorTest, DisaggregatedPlanTransfersKv) {
               0.5 * plan->predicted.ttft_s);
 }
 
+// A trace replays exactly its requests and measures all of them: two
+// identical requests far apart see the same empty instance (the same TTFT
+// and TPOT), and the throughput is over the run up to the last completion.
+TEST(SimulatorTest, ReplaysATrace) {
+  auto m = LoadModelSpec(kData + "/llama-3-8b");
+  auto c = LoadCluster(kData + "/a100x4.json");
+  auto w = LoadWorkload(kData + "/chat.json");
+  ASSERT_TRUE(m.ok() && c.ok() && w.ok());
+  auto r = Search(*m, *c, *w);
+  ASSERT_TRUE(r.ok());
+  auto plan = BuildPlan(*m, *c, *w, r->ranked.front());
+  ASSERT_TRUE(plan.ok());
+  SimulationOptions o;
+  o.trace = {{0, 500, 20}, {100, 500, 20}};
+  auto s = Simulate(*plan, *w, o);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->arrived, 2);
+  EXPECT_EQ(s->completed, 2);
+  EXPECT_GT(s->ttft_s.mean, 0);
+  EXPECT_DOUBLE_EQ(s->ttft_s.p50, s->ttft_s.p99);
+  EXPECT_DOUBLE_EQ(s->tpot_s.p50, s->tpot_s.p99);
+  const double last_done = 100 + s->ttft_s.mean + 19 * s->tpot_s.mean;
+  EXPECT_NEAR(s->output_tokens_per_s, 40 / last_done, 1e-9);
+  EXPECT_GT(s->mean_step_s, 0);
+  // Arrivals out of order, or a request without tokens, are refused.
+  o.trace = {{5, 500, 20}, {1, 500, 20}};
+  EXPECT_EQ(Simulate(*plan, *w, o).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  o.trace = {{0, 0, 20}};
+  EXPECT_EQ(Simulate(*plan, *w, o).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace tessera::placement
