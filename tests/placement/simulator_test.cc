@@ -10,18 +10,39 @@ namespace {
 
 const std::string kData = TESSERA_PLACEMENT_TESTDATA;
 
+// The planner's best plan for Llama-3-8B on 4 A100 under the chat workload.
+struct ChatPlan {
+  Workload workload;
+  Plan plan;
+};
+ChatPlan Llama3ChatPlan() {
+  auto m = LoadModelSpec(kData + "/llama-3-8b");
+  auto c = LoadCluster(kData + "/a100x4.json");
+  auto w = LoadWorkload(kData + "/chat.json");
+  if (!m.ok() || !c.ok() || !w.ok()) {
+    ADD_FAILURE() << "test data missing";
+    return {};
+  }
+  auto r = Search(*m, *c, *w);
+  if (!r.ok()) {
+    ADD_FAILURE() << r.status().message();
+    return {};
+  }
+  auto plan = BuildPlan(*m, *c, *w, r->ranked.front());
+  if (!plan.ok()) {
+    ADD_FAILURE() << plan.status().message();
+    return {};
+  }
+  return {*w, *plan};
+}
+
 // The simulator and the analytical model agree on a plan at its predicted
 // goodput: TPOT of the same order (the model is conservative), and most
 // requests meet the SLOs.
 TEST(SimulatorTest, AgreesWithAnalyticalModel) {
-  auto m = LoadModelSpec(kData + "/llama-3-8b");
-  auto c = LoadCluster(kData + "/a100x4.json");
-  auto w = LoadWorkload(kData + "/chat.json");
-  ASSERT_TRUE(m.ok() && c.ok() && w.ok());
-  auto r = Search(*m, *c, *w);
-  ASSERT_TRUE(r.ok());
-  auto plan = BuildPlan(*m, *c, *w, r->ranked.front());
-  ASSERT_TRUE(plan.ok());
+  const ChatPlan cp = Llama3ChatPlan();
+  const Workload* w = &cp.workload;
+  const Plan* plan = &cp.plan;
   SimulationOptions o;
   o.duration_s = 30;
   auto s = Simulate(*plan, *w, o);
@@ -73,14 +94,9 @@ TEST(SimulatorTest, DisaggregatedPlanTransfersKv) {
 // identical requests far apart see the same empty instance (the same TTFT
 // and TPOT), and the throughput is over the run up to the last completion.
 TEST(SimulatorTest, ReplaysATrace) {
-  auto m = LoadModelSpec(kData + "/llama-3-8b");
-  auto c = LoadCluster(kData + "/a100x4.json");
-  auto w = LoadWorkload(kData + "/chat.json");
-  ASSERT_TRUE(m.ok() && c.ok() && w.ok());
-  auto r = Search(*m, *c, *w);
-  ASSERT_TRUE(r.ok());
-  auto plan = BuildPlan(*m, *c, *w, r->ranked.front());
-  ASSERT_TRUE(plan.ok());
+  const ChatPlan cp = Llama3ChatPlan();
+  const Workload* w = &cp.workload;
+  const Plan* plan = &cp.plan;
   SimulationOptions o;
   o.trace = {{0, 500, 20}, {100, 500, 20}};
   auto s = Simulate(*plan, *w, o);
