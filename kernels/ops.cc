@@ -348,6 +348,23 @@ void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
   kern->silu_mul(gate, up, n, out);
 }
 
+void SiluMul(const Context& ctx, const float* gate, const float* up, int64_t n,
+             float* out) {
+  const IsaKernels* kern = KernelsFor(ctx.isa);
+  if (kern == nullptr || ctx.isa == Isa::kScalar) {
+    return reference::SiluMul(gate, up, n, out);
+  }
+  // Chunks of 64 values (whole vectors); ~16 FLOP-equivalents per value (the
+  // exp and the division).
+  constexpr int64_t kChunk = 64;
+  ParallelFor(ctx.pool, (n + kChunk - 1) / kChunk, 16 * kChunk,
+              [&](int64_t begin, int64_t end) {
+                const int64_t b = begin * kChunk;
+                kern->silu_mul(gate + b, up + b,
+                               std::min<int64_t>(n, end * kChunk) - b, out + b);
+              });
+}
+
 absl::Status EmbeddingLookup(const Tensor& table, const int32_t* ids, int64_t n,
                              float* out) {
   const IsaKernels* kern = KernelsFor(Isa::kAuto);
@@ -423,9 +440,36 @@ absl::Status QkvRopeKvWrite(const Context& ctx, const float* x, int64_t m,
                 w.norm_eps, kbuf.data() + i * kv_dim);
       }
     }
-    Rope(q_out, m, num_heads, hd, ldq, positions, inv_freq, pairwise);
-    Rope(kbuf.data(), m, kv_heads, hd, kv_dim, positions, inv_freq, pairwise);
-    KvCacheWrite(cache, kbuf.data(), vbuf.data(), m, kv_dim, slots);
+    if (hd / 2 > 512) {  // Rope's scalar reference path: keep its bits.
+      Rope(q_out, m, num_heads, hd, ldq, positions, inv_freq, pairwise);
+      Rope(kbuf.data(), m, kv_heads, hd, kv_dim, positions, inv_freq, pairwise);
+      KvCacheWrite(cache, kbuf.data(), vbuf.data(), m, kv_dim, slots);
+      return absl::OkStatus();
+    }
+    // Rotary on q and k and the cache write, over the threads by token: each
+    // token's angles once for both (RopeTable + RopeApply are the same bits as
+    // Rope), while its rows are still in the cache of the thread at hand.
+    const cpu::CacheType ct = ToCacheType(cache.dtype);
+    const int64_t token_work =
+        hd / 2 * 40 + (num_heads + kv_heads) * hd * 3 + 2 * kv_dim;
+    float* kp = kbuf.data();
+    const float* vp = vbuf.data();
+    ParallelFor(ctx.pool, m, token_work, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> cs, sn;
+      const int64_t n = end - begin;
+      if (static_cast<int64_t>(cs.size()) < n * hd) {
+        cs.resize(n * hd);
+        sn.resize(n * hd);
+      }
+      kern->rope_table(positions + begin, n, hd, inv_freq, pairwise, cs.data(),
+                       sn.data());
+      kern->rope_apply(q_out + begin * ldq, n, num_heads, hd, ldq, cs.data(),
+                       sn.data(), pairwise);
+      kern->rope_apply(kp + begin * kv_dim, n, kv_heads, hd, kv_dim, cs.data(),
+                       sn.data(), pairwise);
+      kern->kv_write(ct, cache.k, cache.v, kv_dim, kp + begin * kv_dim,
+                     vp + begin * kv_dim, n, kv_dim, slots + begin);
+    });
     return absl::OkStatus();
   }
   // Decode: one pass over q, k and v heads. x is prepared (q8_0-quantized

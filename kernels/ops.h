@@ -88,6 +88,11 @@ void Rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim,
 
 // out = silu(gate) * up elementwise over n values (out may alias either).
 void SiluMul(const float* gate, const float* up, int64_t n, float* out);
+// The same over ctx's threads (a prefill's n = tokens x ffn is worth it: the
+// gate/up halves a GEMM's threads just wrote stay in their caches); the same
+// bits.
+void SiluMul(const Context& ctx, const float* gate, const float* up, int64_t n,
+             float* out);
 
 // out[i,:] = dequantized row ids[i] of table [vocab, hidden]
 // (f32|f16|bf16|q8_0). InvalidArgument for an id out of range or a bad table.

@@ -265,7 +265,7 @@ class CpuModelRunner final : public ModelRunner {
                                     nullptr, gate_.data(), ffn));
     RETURN_IF_ERROR(kernels::Linear(ctx_, h_.data(), t, hidden, lw.w_up,
                                     nullptr, up_.data(), ffn));
-    kernels::SiluMul(gate_.data(), up_.data(), t * ffn, gate_.data());
+    kernels::SiluMul(ctx_, gate_.data(), up_.data(), t * ffn, gate_.data());
     return kernels::Linear(ctx_, gate_.data(), t, ffn, lw.w_down, nullptr,
                            delta_.data(), hidden);
   }
@@ -306,7 +306,7 @@ class CpuModelRunner final : public ModelRunner {
                                       nullptr, g, ffn));
       RETURN_IF_ERROR(kernels::Linear(ctx_, in, rows, hidden, lw.expert_up[e],
                                       nullptr, u, ffn));
-      kernels::SiluMul(g, u, rows * ffn, g);
+      kernels::SiluMul(ctx_, g, u, rows * ffn, g);
       RETURN_IF_ERROR(kernels::Linear(ctx_, g, rows, ffn, lw.expert_down[e],
                                       nullptr, &moe_out_[begin * hidden],
                                       hidden));

@@ -423,6 +423,19 @@ TEST(FusedOpsTest, SiluMulMatchesReference) {
   }
 }
 
+// Over a pool, by chunks of whole vectors: the same bits as one thread.
+TEST(FusedOpsTest, SiluMulOverThreadsHasTheSameBits) {
+  ThreadPool pool(3);
+  for (int64_t n : {1, 100, 88064, 100003}) {
+    const std::vector<float> g = RandomVector(n, n, 20.0f);
+    const std::vector<float> u = RandomVector(n, n + 1, 2.0f);
+    std::vector<float> one(n), many(n);
+    SiluMul(g.data(), u.data(), n, one.data());
+    SiluMul(Context{&pool}, g.data(), u.data(), n, many.data());
+    EXPECT_EQ(one, many) << n;
+  }
+}
+
 TEST(FusedOpsTest, RopeMatchesReference) {
   for (bool pairwise : {true, false}) {
     for (int64_t head_dim : {2, 6, 32, 64, 128}) {
@@ -457,7 +470,8 @@ struct QkvCase {
 
 std::vector<uint8_t> RunQkv(const QkvCase& c, const Context& ctx, int mode) {
   constexpr int64_t kHeads = 4, kKvHeads = 2, kHd = 32, kK = 96;
-  constexpr int64_t kBlocks = 4, kBlockSize = 4;
+  constexpr int64_t kBlockSize = 4;
+  const int64_t blocks = std::max<int64_t>(4, (c.m + kBlockSize - 1) / 4);
   const int64_t ldx = kK + 3, ldq = kHeads * kHd + 5, kv_dim = kKvHeads * kHd;
   const std::vector<float> x = RandomVector(c.m * ldx, 11 + c.m);
   const Tensor wq = RandomWeight(c.wdtype, kHeads * kHd, kK, 21);
@@ -472,10 +486,22 @@ std::vector<uint8_t> RunQkv(const QkvCase& c, const Context& ctx, int mode) {
   for (int64_t i = 0; i < kHd / 2; ++i) {
     inv[i] = std::pow(10000.0f, -2.0f * i / kHd);
   }
-  const int32_t positions[] = {3, 10, 0, 7, 100, 1, 2};
-  const int32_t slots[] = {5, 2, 9, 0, 13, 7, 1};
+  // Up to 7 tokens: scattered positions and slots; more (a long prefill):
+  // positions in steps of 3, slots reversed.
+  std::vector<int32_t> pos_v = {3, 10, 0, 7, 100, 1, 2};
+  std::vector<int32_t> slot_v = {5, 2, 9, 0, 13, 7, 1};
+  if (c.m > 7) {
+    pos_v.resize(c.m);
+    slot_v.resize(c.m);
+    for (int64_t i = 0; i < c.m; ++i) {
+      pos_v[i] = static_cast<int32_t>(3 * i);
+      slot_v[i] = static_cast<int32_t>(c.m - 1 - i);
+    }
+  }
+  const int32_t* positions = pos_v.data();
+  const int32_t* slots = slot_v.data();
   const int64_t elem = DTypeBlockBytes(c.cache_dtype);
-  const int64_t cache_bytes = kBlocks * kBlockSize * kv_dim * elem;
+  const int64_t cache_bytes = blocks * kBlockSize * kv_dim * elem;
   std::vector<uint8_t> kc(cache_bytes, 0), vc(cache_bytes, 0);
   KvCacheView cache{c.cache_dtype, kc.data(), vc.data(),
                     kBlockSize,    kKvHeads,  kHd};
@@ -587,6 +613,24 @@ TEST(QkvRopeKvWriteTest, FusedEqualsUnfusedOpsBitForBitAndMatchesReference) {
           }
         }
       }
+    }
+  }
+}
+
+// A long prefill runs rotary and the cache write over the threads by token:
+// the same bits with any thread count and as the unfused ops.
+TEST(QkvRopeKvWriteTest, LongPrefillSplitsOverThreadsWithTheSameBits) {
+  ThreadPool pool(3);
+  for (int variant = 0; variant < 4; ++variant) {
+    const QkvCase c{DType::kF16, variant % 2 == 0 ? DType::kF32 : DType::kF16,
+                    400, variant >= 2, variant == 1 || variant == 2};
+    for (Isa isa : SupportedIsas()) {
+      if (isa == Isa::kScalar) continue;
+      const std::vector<uint8_t> fused = RunQkv(c, Context{&pool, isa}, 0);
+      EXPECT_EQ(fused, RunQkv(c, Context{nullptr, isa}, 0))
+          << IsaName(isa) << " variant " << variant;
+      EXPECT_EQ(fused, RunQkv(c, Context{&pool, isa}, 1))
+          << IsaName(isa) << " variant " << variant;
     }
   }
 }
