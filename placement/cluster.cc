@@ -306,6 +306,20 @@ double LogInterpolate(const std::vector<std::pair<double, double>>& g, double x,
   return past_end;
 }
 
+// Whether every point has a finite positive x, larger than the previous
+// point's, and a y that `y_ok` accepts.
+bool CurveOk(const std::vector<std::pair<double, double>>& g,
+             bool (*y_ok)(double)) {
+  for (size_t i = 0; i < g.size(); ++i) {
+    const auto& [x, y] = g[i];
+    if (!(x > 0) || !std::isfinite(x) || !y_ok(y) ||
+        (i > 0 && !(x > g[i - 1].first))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 double DeviceProfile::BandwidthGain(double working_set_bytes) const {
@@ -360,36 +374,27 @@ absl::Status ValidateDeviceProfile(const DeviceProfile& p) {
           w + ": efficiency factors and memory_utilization must be in (0, 1]");
     }
   }
-  for (size_t i = 0; i < p.cached_bandwidth_gain.size(); ++i) {
-    const auto& [bytes, gain] = p.cached_bandwidth_gain[i];
-    if (!(bytes > 0) || !(gain >= 1) || !std::isfinite(gain) ||
-        (i > 0 && !(bytes > p.cached_bandwidth_gain[i - 1].first))) {
-      return absl::InvalidArgumentError(
-          w +
-          ": cached_bandwidth_gain needs increasing positive sizes and "
-          "multipliers >= 1");
-    }
+  if (!CurveOk(p.cached_bandwidth_gain,
+               [](double gain) { return gain >= 1 && std::isfinite(gain); })) {
+    return absl::InvalidArgumentError(
+        w +
+        ": cached_bandwidth_gain needs increasing positive sizes and "
+        "multipliers >= 1");
   }
-  for (size_t i = 0; i < p.serial_fraction_curve.size(); ++i) {
-    const auto& [ratio, f] = p.serial_fraction_curve[i];
-    if (!(ratio > 0) || !std::isfinite(ratio) || !(f >= 0 && f <= 1) ||
-        (i > 0 && !(ratio > p.serial_fraction_curve[i - 1].first))) {
-      return absl::InvalidArgumentError(
-          w +
-          ": serial_fraction_curve needs increasing positive ratios and "
-          "fractions in [0, 1]");
-    }
+  if (!CurveOk(p.serial_fraction_curve,
+               [](double f) { return f >= 0 && f <= 1; })) {
+    return absl::InvalidArgumentError(
+        w +
+        ": serial_fraction_curve needs increasing positive ratios and "
+        "fractions in [0, 1]");
   }
-  for (size_t i = 0; i < p.gemm_size_efficiency.size(); ++i) {
-    const auto& [weights, scale] = p.gemm_size_efficiency[i];
-    if (!(weights > 0) || !std::isfinite(weights) || !(scale > 0) ||
-        !std::isfinite(scale) ||
-        (i > 0 && !(weights > p.gemm_size_efficiency[i - 1].first))) {
-      return absl::InvalidArgumentError(
-          w +
-          ": gemm_size_efficiency needs increasing positive sizes and "
-          "positive multipliers");
-    }
+  if (!CurveOk(p.gemm_size_efficiency, [](double scale) {
+        return scale > 0 && std::isfinite(scale);
+      })) {
+    return absl::InvalidArgumentError(
+        w +
+        ": gemm_size_efficiency needs increasing positive sizes and "
+        "positive multipliers");
   }
   if (!(p.intra_node.bandwidth_bytes_per_s > 0) ||
       !(p.inter_node.bandwidth_bytes_per_s > 0)) {

@@ -12,16 +12,19 @@ std::string Message(const absl::Status& s) { return std::string(s.message()); }
 
 // Each curve in `curves` as the value of `key` in an otherwise valid profile
 // must be InvalidArgument naming the key.
+// A minimal cpu-local profile with `extra` keys ("\"key\": value, ...").
+std::string CpuProfileJson(const std::string& extra) {
+  return std::string(R"({"kind": "cpu-local", "memory_gb": 16,
+      "memory_bandwidth_gb_per_s": 20, "peak_tflops": {"fp32": 0.1},
+      "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
+      "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50}, )") +
+         extra + "}";
+}
+
 void ExpectBadCurves(const std::string& key,
                      std::initializer_list<const char*> curves) {
   for (const char* curve : curves) {
-    const std::string json = std::string(R"({"kind": "cpu-local",
-        "memory_gb": 16, "memory_bandwidth_gb_per_s": 20,
-        "peak_tflops": {"fp32": 0.1},
-        "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
-        "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50}, ")") +
-                             key + "\": " + curve + "}";
-    auto p = ParseDeviceProfile(json);
+    auto p = ParseDeviceProfile(CpuProfileJson("\"" + key + "\": " + curve));
     ASSERT_FALSE(p.ok()) << curve;
     EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(Message(p.status()).find(key), std::string::npos)
@@ -95,12 +98,8 @@ TEST(ClusterTest, PerDtypeEfficienciesOverrideTheGeneralOnes) {
 // first value below the first point, 1 past the last. At 4 MB, half-way in
 // log2 between 2 and 8 MB, the gain is (3 + 2) / 2 = 2.5.
 TEST(ClusterTest, CachedBandwidthGainInterpolatesInLogBytes) {
-  auto p = ParseDeviceProfile(R"({"kind": "cpu-local", "memory_gb": 16,
-      "memory_bandwidth_gb_per_s": 20, "peak_tflops": {"fp32": 0.1},
-      "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
-      "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50},
-      "step_overhead_us": 12.5,
-      "cached_bandwidth_gain": [[2, 3], [8, 2], [32, 1]]})");
+  auto p = ParseDeviceProfile(CpuProfileJson(R"("step_overhead_us": 12.5,
+      "cached_bandwidth_gain": [[2, 3], [8, 2], [32, 1]])"));
   ASSERT_TRUE(p.ok()) << Message(p.status());
   EXPECT_DOUBLE_EQ(p->step_overhead_s, 12.5e-6);
   EXPECT_DOUBLE_EQ(p->BandwidthGain(1e6), 3.0);
@@ -123,12 +122,8 @@ TEST(ClusterTest, CachedBandwidthGainInterpolatesInLogBytes) {
 // the share is (0.1 + 0.5) / 2 = 0.3; at 2, (0.5 + 0.7) / 2 = 0.6. Without a
 // curve (or at a ratio of 0) the scalar serial_fraction holds.
 TEST(ClusterTest, SerialFractionCurveInterpolatesInLogRatio) {
-  auto p = ParseDeviceProfile(R"({"kind": "cpu-local", "memory_gb": 16,
-      "memory_bandwidth_gb_per_s": 20, "peak_tflops": {"fp32": 0.1},
-      "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
-      "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50},
-      "serial_fraction": 0.4,
-      "serial_fraction_curve": [[0.25, 0.1], [1, 0.5], [4, 0.7]]})");
+  auto p = ParseDeviceProfile(CpuProfileJson(R"("serial_fraction": 0.4,
+      "serial_fraction_curve": [[0.25, 0.1], [1, 0.5], [4, 0.7]])"));
   ASSERT_TRUE(p.ok()) << Message(p.status());
   EXPECT_DOUBLE_EQ(p->SerialFraction(0.1), 0.1);
   EXPECT_NEAR(p->SerialFraction(0.5), 0.3, 1e-12);
@@ -147,11 +142,8 @@ TEST(ClusterTest, SerialFractionCurveInterpolatesInLogRatio) {
 }
 
 TEST(ClusterTest, GemmSizeEfficiencyInterpolatesInLogSize) {
-  auto p = ParseDeviceProfile(R"({"kind": "cpu-local", "memory_gb": 16,
-      "memory_bandwidth_gb_per_s": 20, "peak_tflops": {"fp32": 0.1},
-      "intra_node_link": {"bandwidth_gb_per_s": 10, "latency_us": 1},
-      "inter_node_link": {"bandwidth_gb_per_s": 1, "latency_us": 50},
-      "gemm_size_efficiency": [[0.0625, 0.5], [1, 0.9], [4, 1]]})");
+  auto p = ParseDeviceProfile(CpuProfileJson(
+      R"("gemm_size_efficiency": [[0.0625, 0.5], [1, 0.9], [4, 1]])"));
   ASSERT_TRUE(p.ok()) << Message(p.status());
   EXPECT_DOUBLE_EQ(p->GemmSizeScale(1000), 0.5);      // flat below
   EXPECT_NEAR(p->GemmSizeScale(0.25e6), 0.7, 1e-12);  // halfway in log size
